@@ -1,0 +1,234 @@
+"""Recommender LightningModules: LR, FM, DNN, Wide&Deep, DeepFM and DLRM.
+
+They share :class:`CTRModule` (BCE-with-logits loss, AUROC and logloss from torchmetrics, a
+sparse optimizer for the tables and Adam for the dense part); each subclass only builds its
+:class:`~lightning_des.models.recsys.nets.RecsysNet`.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import asdict
+from typing import Any, Literal, Sequence
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanMetric
+from torchmetrics.classification import BinaryAUROC
+from torchrec.datasets.utils import Batch
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
+from lightning_des.data.ctr import CTRSchema
+from lightning_des.models.recsys.nets import DLRMHead, RecsysNet, SumOverFieldsHead, make_tables
+
+SparseOptimizer = Literal["adagrad", "rowwise_adagrad", "sgd"]
+_SPARSE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adagrad": torch.optim.Adagrad,
+    "rowwise_adagrad": RowWiseAdagrad,
+    "sgd": torch.optim.SGD,
+}
+
+
+class SparseDenseOptimizer(CombinedOptimizer):
+    """TorchRec's ``CombinedOptimizer`` that evaluates Lightning's closure once per step
+    (the parent would run forward/backward once per sub-optimizer)."""
+
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for _, opt in self.optimizers:
+            opt.step()
+        return loss
+
+
+def _as_schema(schema: CTRSchema | dict) -> CTRSchema:
+    if isinstance(schema, CTRSchema):
+        return schema
+    return CTRSchema(**{k: tuple(v) if isinstance(v, list) else v for k, v in schema.items()})
+
+
+class CTRModule(pl.LightningModule):
+    """Base for the CTR models.
+
+    Args:
+        schema: the data's :class:`CTRSchema` (LightningCLI links it from ``data.schema``).
+        embedding_dim: default width of each field's deep table.
+        embedding_dims: per-field widths overriding ``embedding_dim`` (``{field: dim}``).
+        sparse_optimizer: optimizer of the embedding tables: ``adagrad``, ``rowwise_adagrad``
+            or ``sgd``.
+        sparse_lr: its learning rate.
+        dense_lr: Adam learning rate of the dense parameters.
+        dense_weight_decay: Adam weight decay.
+
+    Batches are TorchRec ``Batch(dense_features (B, D), sparse_features KJT, labels (B,))``.
+    """
+
+    def __init__(
+        self,
+        schema: CTRSchema | dict,
+        embedding_dim: int = 16,
+        embedding_dims: dict[str, int] | None = None,
+        sparse_optimizer: SparseOptimizer = "adagrad",
+        sparse_lr: float = 0.05,
+        dense_lr: float = 1e-3,
+        dense_weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.schema = _as_schema(schema)
+        if sparse_optimizer not in _SPARSE_OPTIMIZERS:
+            raise ValueError(f"sparse_optimizer must be one of {sorted(_SPARSE_OPTIMIZERS)}, got {sparse_optimizer!r}")
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        unknown = sorted(set(embedding_dims or {}) - set(self.schema.sparse_features))
+        if unknown:
+            raise ValueError(f"embedding_dims names unknown fields {unknown}; fields are {list(self.schema.sparse_features)}")
+        bad = {f: d for f, d in (embedding_dims or {}).items() if d < 1}
+        if bad:
+            raise ValueError(f"embedding_dims must be >= 1, got {bad}")
+        self.save_hyperparameters(ignore=["schema"])
+        self.hparams["schema"] = asdict(self.schema)
+        self.field_dims = [(embedding_dims or {}).get(f, embedding_dim) for f in self.schema.sparse_features]
+        self.net = self.build_net()
+        self.val_auc, self.test_auc = BinaryAUROC(), BinaryAUROC()
+        self.val_logloss, self.test_logloss = MeanMetric(), MeanMetric()
+
+    # -- model ---------------------------------------------------------------------------
+    @abstractmethod
+    def build_net(self) -> RecsysNet:
+        """Build the network from ``self.schema`` and ``self.field_dims``."""
+
+    def _tables(self, wide: bool, deep: bool, dims: Sequence[int] | None = None):
+        s = self.schema
+        w = make_tables("wide", s.sparse_features, s.cardinalities, [1] * len(s.sparse_features), s.multi_hot, 0.01) if wide else None
+        d = make_tables("emb", s.sparse_features, s.cardinalities, dims or self.field_dims, s.multi_hot) if deep else None
+        return w, d
+
+    def _sum_over_fields(self, wide: bool, fm: bool, deep: Sequence[int] | None, dropout: float = 0.0) -> RecsysNet:
+        s = self.schema
+        fm_dim = self.hparams.embedding_dim if fm else None
+        head = SumOverFieldsHead(s.sparse_features, self.field_dims, s.num_dense, wide, fm_dim, deep, dropout)
+        return RecsysNet(head, *self._tables(head.uses_wide_tables, head.uses_deep_tables))
+
+    def forward(self, dense: Tensor, kjt) -> Tensor:
+        return self.net(dense, kjt)
+
+    # -- steps ---------------------------------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        logits = self(batch.dense_features, batch.sparse_features)
+        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch.labels.numel())
+        return loss
+
+    def _eval_step(self, batch: Batch, auc: BinaryAUROC, logloss: MeanMetric, prefix: str) -> None:
+        logits = self(batch.dense_features, batch.sparse_features)
+        per_sample = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")
+        auc.update(torch.sigmoid(logits), batch.labels.long())
+        logloss.update(per_sample)
+        n = batch.labels.numel()
+        self.log(f"{prefix}_auc", auc, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log(f"{prefix}_logloss", logloss, on_epoch=True, prog_bar=True, batch_size=n)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_auc, self.val_logloss, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_auc, self.test_logloss, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return torch.sigmoid(self(batch.dense_features, batch.sparse_features))
+
+    # -- optimizers ----------------------------------------------------------------------
+    def sparse_optimizer_spec(self) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
+        """Optimizer class and kwargs for the embedding tables (DES fuses it into backward)."""
+        return _SPARSE_OPTIMIZERS[self.hparams.sparse_optimizer], {"lr": self.hparams.sparse_lr}
+
+    def table_parameter_prefixes(self) -> tuple[str, ...]:
+        return ("net.wide.", "net.deep.")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Sparse optimizer on the tables, Adam on the rest. Parameters that already carry an
+        in-backward (fused) optimizer, as sharded tables do, are left out."""
+        named = list(in_backward_optimizer_filter(self.named_parameters()))
+        sparse = {n: p for n, p in named if n.startswith(self.table_parameter_prefixes())}
+        dense = {n: p for n, p in named if n not in sparse}
+        cls, kw = self.sparse_optimizer_spec()
+        opts = []
+        if sparse:
+            opts.append(("sparse", KeyedOptimizerWrapper(sparse, lambda ps: cls(ps, **kw))))
+        lr, wd = self.hparams.dense_lr, self.hparams.dense_weight_decay
+        opts.append(("dense", KeyedOptimizerWrapper(dense, lambda ps: torch.optim.Adam(ps, lr=lr, weight_decay=wd))))
+        return SparseDenseOptimizer(opts)
+
+
+class LogisticRegression(CTRModule):
+    """LR: ``logit = sum_f w_f[id] + beta . dense + b`` (1-dim tables only)."""
+
+    def build_net(self) -> RecsysNet:
+        return self._sum_over_fields(wide=True, fm=False, deep=None)
+
+
+class FactorizationMachine(CTRModule):
+    """FM (Rendle 2010): linear terms plus pairwise ``<v_f, v_g>`` of the field embeddings
+    (width ``embedding_dim``; fields of another width are projected to it)."""
+
+    def build_net(self) -> RecsysNet:
+        return self._sum_over_fields(wide=True, fm=True, deep=None)
+
+
+class DNN(CTRModule):
+    """MLP over the concatenated field embeddings and dense features.
+
+    Args:
+        hidden: hidden sizes; ``hidden[0]`` is the substituted first layer's width H.
+        dropout: dropout after hidden layers.
+    """
+
+    def __init__(self, schema: CTRSchema | dict, hidden: Sequence[int] = (256, 128), dropout: float = 0.0, **kwargs: Any) -> None:
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden must be non-empty positive sizes, got {hidden}")
+        self._hidden, self._dropout = list(hidden), dropout
+        super().__init__(schema, **kwargs)
+
+    def build_net(self) -> RecsysNet:
+        return self._sum_over_fields(wide=False, fm=False, deep=self._hidden, dropout=self._dropout)
+
+
+class WideAndDeep(DNN):
+    """Wide&Deep (Cheng et al. 2016): LR part (1-dim tables + dense) plus the DNN."""
+
+    def build_net(self) -> RecsysNet:
+        return self._sum_over_fields(wide=True, fm=False, deep=self._hidden, dropout=self._dropout)
+
+
+class DeepFM(DNN):
+    """DeepFM (Guo et al. 2017): linear + FM + DNN over shared field embeddings."""
+
+    def build_net(self) -> RecsysNet:
+        return self._sum_over_fields(wide=True, fm=True, deep=self._hidden, dropout=self._dropout)
+
+
+class DLRM(CTRModule):
+    """DLRM (Naumov et al. 2019): bottom MLP, pairwise dot interaction, top MLP. All fields
+    share ``embedding_dim`` (the interaction needs equal widths).
+
+    Args:
+        bottom: hidden sizes of the bottom (dense) MLP; its output width is ``embedding_dim``.
+        top: hidden sizes of the top MLP.
+    """
+
+    def __init__(self, schema: CTRSchema | dict, bottom: Sequence[int] = (64,), top: Sequence[int] = (128, 64), dropout: float = 0.0, **kwargs: Any) -> None:
+        self._bottom, self._top, self._dropout = list(bottom), list(top), dropout
+        super().__init__(schema, **kwargs)
+
+    def build_net(self) -> RecsysNet:
+        if len(set(self.field_dims)) != 1:
+            raise ValueError(f"DLRM needs one embedding width for all fields, got {sorted(set(self.field_dims))}")
+        s, d = self.schema, self.field_dims[0]
+        head = DLRMHead(s.sparse_features, d, s.num_dense, self._bottom, self._top, self._dropout)
+        return RecsysNet(head, None, self._tables(False, True)[1])
