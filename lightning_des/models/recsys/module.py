@@ -146,16 +146,16 @@ class CTRModule(pl.LightningModule):
     # -- optimizers ----------------------------------------------------------------------
     def sparse_optimizer_spec(self) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
         """Optimizer class and kwargs for the embedding tables (DES fuses it into backward)."""
-        return _SPARSE_OPTIMIZERS[self.hparams.sparse_optimizer], {"lr": self.hparams.sparse_lr}
-
-    def table_parameter_prefixes(self) -> tuple[str, ...]:
-        return ("net.wide.", "net.deep.")
+        kw: dict[str, Any] = {"lr": self.hparams.sparse_lr}
+        if self.hparams.sparse_optimizer != "sgd":
+            kw["eps"] = 1e-10  # torch's Adagrad default, passed explicitly so fused kernels match
+        return _SPARSE_OPTIMIZERS[self.hparams.sparse_optimizer], kw
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Sparse optimizer on the tables, Adam on the rest. Parameters that already carry an
         in-backward (fused) optimizer, as sharded tables do, are left out."""
         named = list(in_backward_optimizer_filter(self.named_parameters()))
-        sparse = {n: p for n, p in named if n.startswith(self.table_parameter_prefixes())}
+        sparse = {n: p for n, p in named if ".embedding_bags." in n}  # EBC and sharded EBC alike
         dense = {n: p for n, p in named if n not in sparse}
         cls, kw = self.sparse_optimizer_spec()
         opts = []

@@ -151,18 +151,31 @@ class SumOverFieldsHead(nn.Module):
 
     @property
     def partial_dim(self) -> int:
-        return int(self.wide) + (self.fm_dim + 1 if self.fm_dim else 0) + (self.deep[0] if self.deep else 0)
+        return self.wide_partial_dim + self.deep_partial_dim
 
-    def field_partial(self, wide: Pooled, deep: Pooled, fields: Sequence[str] | None = None) -> Tensor:
-        """Sum over ``fields`` (default: all) of the per-field partial results, ``(B, P)``.
+    @property
+    def wide_partial_dim(self) -> int:
+        return int(self.wide)
 
-        ``wide[f]`` is ``(B, 1)``, ``deep[f]`` is ``(B, d_f)``. DES calls this with the fields
-        a rank owns; the single-process forward calls it with all of them.
-        """
-        fields = self.fields if fields is None else tuple(fields)
+    @property
+    def deep_partial_dim(self) -> int:
+        return (self.fm_dim + 1 if self.fm_dim else 0) + (self.deep[0] if self.deep else 0)
+
+    def wide_partial(self, wide: Pooled, batch_size: int) -> Tensor:
+        """``sum_f w_f`` over the fields present in ``wide`` (each (B, 1)): (B, 1), or (B, 0)
+        when the model has no wide part."""
+        fields = [f for f in self.fields if f in wide]
+        if not self.wide or not fields:
+            return self._zeros(batch_size, self.wide_partial_dim)
+        return torch.cat([wide[f] for f in fields], dim=1).sum(1, keepdim=True)  # (B, 1)
+
+    def deep_partial(self, deep: Pooled, batch_size: int) -> Tensor:
+        """FM and first-layer partial results over the fields present in ``deep`` (each
+        (B, d_f)): (B, deep_partial_dim). DES calls it with the fields a rank owns."""
+        fields = [f for f in self.fields if f in deep]
+        if not fields or not self.deep_partial_dim:
+            return self._zeros(batch_size, self.deep_partial_dim)
         parts: list[Tensor] = []
-        if self.wide:
-            parts.append(torch.cat([wide[f] for f in fields], dim=1).sum(1, keepdim=True))  # (B, 1)
         if self.fm_dim:
             vs = [deep[f] if self.field_ops[f].fm_proj is None else self.field_ops[f].fm_proj(deep[f]) for f in fields]
             v = torch.stack(vs, dim=1)  # (B, F_local, k)
@@ -172,6 +185,14 @@ class SumOverFieldsHead(nn.Module):
             w = torch.cat([self.field_ops[f].deep_w for f in fields], dim=1)  # (H, sum d_f)
             parts.append(e @ w.t())  # (B, H)
         return torch.cat(parts, dim=1)
+
+    def _zeros(self, batch_size: int, dim: int) -> Tensor:
+        p = next(self.parameters())
+        return torch.zeros(batch_size, dim, dtype=p.dtype, device=p.device)
+
+    def field_partial(self, wide: Pooled, deep: Pooled, batch_size: int) -> Tensor:
+        """Sum over the fields present of the per-field partial results, (B, P) = [wide | deep]."""
+        return torch.cat([self.wide_partial(wide, batch_size), self.deep_partial(deep, batch_size)], dim=1)
 
     def post(self, s: Tensor, dense: Tensor) -> Tensor:
         """From the summed partial result ``s`` (B, P) and ``dense`` (B, D) to logits (B,)."""
@@ -192,7 +213,7 @@ class SumOverFieldsHead(nn.Module):
         return logit
 
     def forward(self, wide: Pooled, deep: Pooled, dense: Tensor) -> Tensor:
-        return self.post(self.field_partial(wide, deep), dense)
+        return self.post(self.field_partial(wide, deep, dense.shape[0]), dense)
 
 
 class DLRMHead(nn.Module):

@@ -1,0 +1,1 @@
+"""DES: Distributed Equivalent Substitution on TorchRec sharders."""

@@ -1,0 +1,180 @@
+"""The DES form of a ``RecsysNet`` and the function that shards it with TorchRec.
+
+:class:`DESNet` runs::
+
+    out_w = wide(kjt)   # LocalPooled (DES): this rank's tables, all B_global samples
+    out_d = deep(kjt)   #   or KeyedTensor (TorchRec table-wise): all tables, own samples
+    p_global = [head.wide_partial(out_w) | head.deep_partial(out_d)]   for DES operators
+    s = reduce_scatter_rows(p_global)                                   (B_local, P_des)
+    logits = head.post([s | partial results of the non-DES operators], dense)
+
+:func:`shard_des` plans it with TorchRec's planner (table-wise, per-table kernels), keeps each
+field's ``W_f`` (and FM projection) only on the rank that owns that field's table, and wraps it
+in ``DistributedModelParallel`` (which DDP-wraps the replicated dense layers, ``W_f`` excluded).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.types import ShardingEnv, ShardingPlan
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from lightning_des.distributed.collectives import Collective, reduce_scatter_rows
+from lightning_des.distributed.sharders import DESEmbeddingBagCollectionSharder, LocalPooled
+from lightning_des.distributed.substitution import Mode, OperatorCost, choose_operators
+from lightning_des.models.recsys.nets import RecsysNet, SumOverFieldsHead
+
+log = logging.getLogger(__name__)
+TABLE_MODULES = ("wide", "deep")
+
+
+class DESNet(nn.Module):
+    """A ``RecsysNet`` whose substituted operators exchange partial results (see module doc).
+
+    Args:
+        net: the unsharded network (its modules are reused, not copied).
+        des_operators: which of ``"wide"``/``"deep"`` run through DES.
+        collective: see :func:`~lightning_des.distributed.collectives.reduce_scatter_rows`.
+    """
+
+    def __init__(self, net: RecsysNet, des_operators: Iterable[str], collective: Collective = "auto") -> None:
+        super().__init__()
+        self.head, self.wide, self.deep = net.head, net.wide, net.deep
+        self.des_operators = frozenset(des_operators)
+        self.collective = collective
+
+    def forward(self, dense: Tensor, kjt: KeyedJaggedTensor) -> Tensor:
+        head: SumOverFieldsHead = self.head
+        b = dense.shape[0]
+        out_w = self.wide(kjt) if self.wide is not None else None
+        out_d = self.deep(kjt) if self.deep is not None else None
+        sizes = next((o.batch_size_per_rank for o in (out_w, out_d) if isinstance(o, LocalPooled)), None)
+        parts: dict[str, Tensor] = {}
+        for name, out, fn, dim in (
+            ("wide", out_w, head.wide_partial, head.wide_partial_dim),
+            ("deep", out_d, head.deep_partial, head.deep_partial_dim),
+        ):
+            if not dim:
+                continue
+            if out is None:
+                parts[name] = head._zeros(b, dim)
+            elif isinstance(out, LocalPooled):
+                parts[name] = fn(out.values, sum(out.batch_size_per_rank))  # (B_global, P_op)
+            else:
+                parts[name] = fn(out.to_dict(), b)  # (B_local, P_op)
+        des = [n for n in ("wide", "deep") if n in parts and isinstance({"wide": out_w, "deep": out_d}[n], LocalPooled)]
+        if des:
+            x = torch.cat([parts[n] for n in des], dim=1)
+            if torch.is_grad_enabled() and not x.requires_grad:
+                x.requires_grad_()  # a rank without local tables must still join the backward collective
+            s = reduce_scatter_rows(x, sizes, self.collective)  # (B_local, sum P_op)
+            for n, piece in zip(des, torch.split(s, [parts[n].shape[1] for n in des], dim=1)):
+                parts[n] = piece
+        s = torch.cat([parts[n] for n in ("wide", "deep") if n in parts], dim=1)
+        return head.post(s, dense)
+
+
+@dataclass
+class DESPlan:
+    """What :func:`shard_des` decided: the TorchRec plan, the DES operators and their costs."""
+
+    plan: ShardingPlan
+    des_operators: set[str]
+    costs: list[OperatorCost]
+    local_fields: dict[str, list[str]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        lines = [c.describe() + ("  -> DES" if c.name in self.des_operators else "  -> table-wise") for c in self.costs]
+        return "\n".join(lines) or "no substitutable operator: TorchRec table-wise sharding"
+
+
+def table_constraints(net: RecsysNet, extra: dict[str, dict[str, Any]] | None = None) -> dict[str, ParameterConstraints]:
+    """Table-wise and the fused kernel for every table (the planner places them);
+    ``extra`` overrides ``ParameterConstraints`` fields per table name."""
+    extra = dict(extra or {})
+    out = {}
+    for ebc in (net.wide, net.deep):
+        if ebc is None:
+            continue
+        for cfg in ebc.embedding_bag_configs():
+            kw: dict[str, Any] = {"sharding_types": ["table_wise"], "compute_kernels": ["fused"]}
+            kw.update(extra.pop(cfg.name, {}))
+            out[cfg.name] = ParameterConstraints(**kw)
+    if extra:
+        raise ValueError(f"constraints name unknown tables {sorted(extra)}; tables are {sorted(out)}")
+    return out
+
+
+def shard_des(
+    net: RecsysNet,
+    env: ShardingEnv,
+    device: torch.device,
+    sparse_optimizer: tuple[type[torch.optim.Optimizer], dict[str, Any]],
+    mode: Mode = "auto",
+    collective: Collective = "auto",
+    constraints: dict[str, dict[str, Any]] | None = None,
+    local_world_size: int | None = None,
+) -> tuple[DistributedModelParallel, DESPlan]:
+    """Shard ``net`` for DES (or TorchRec table-wise where DES does not pay or apply).
+
+    The fused tables get ``sparse_optimizer`` applied in backward (TorchRec fuses it into the
+    lookup kernel); dense-kernel tables keep ordinary parameters for the caller's optimizer.
+    All ranks must pass identically initialised ``net`` s (same seed).
+    """
+    pg = env.process_group
+    n, rank = env.world_size, env.rank
+    des_ops, costs = choose_operators(net, n, mode)
+    wrapped: nn.Module = DESNet(net, des_ops, collective) if isinstance(net.head, SumOverFieldsHead) else net
+    cons = table_constraints(net, constraints)
+    sharder = DESEmbeddingBagCollectionSharder(des_modules={m for m in TABLE_MODULES if m in des_ops})
+    topology = Topology(world_size=n, compute_device=device.type, local_world_size=local_world_size or n)
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=cons)
+    plan = planner.collective_plan(wrapped, [sharder], pg) if pg is not None else planner.plan(wrapped, [sharder])
+    des_plan = DESPlan(plan, des_ops, costs)
+    # The fused kernel needs widths that are multiples of 4; TorchRec's planner only offers the
+    # dense kernel with data-parallel sharding, but table-wise lookups run it fine, so 1-dim
+    # wide/LR tables are switched to it after placement. Fused tables run the sparse optimizer
+    # inside the kernel's backward; dense-kernel tables keep ordinary parameters.
+    cls, kw = sparse_optimizer
+    for name, ebc in (("wide", net.wide), ("deep", net.deep)):
+        if ebc is None:
+            continue
+        for cfg in ebc.embedding_bag_configs():
+            if cfg.embedding_dim % 4:
+                plan.plan[name][cfg.name].compute_kernel = "dense"
+            else:
+                apply_optimizer_in_backward(cls, [ebc.embedding_bags[cfg.name].weight], kw)
+
+    ignore: list[str] = []
+    if "deep" in des_ops:
+        # keep W_f / A_f only where field f's table lives; they are rank-local, so not DDP's
+        owned = {
+            cfg.feature_names[0]
+            for cfg in net.deep.embedding_bag_configs()
+            if plan.plan["deep"][cfg.name].ranks == [rank]
+        }
+        head: SumOverFieldsHead = net.head
+        for f in list(head.field_ops):
+            if f not in owned:
+                del head.field_ops[f]
+        des_plan.local_fields["deep"] = sorted(owned)
+        ignore = [f"head.field_ops.{name}" for name, _ in head.field_ops.named_parameters()]
+    dmp = DistributedModelParallel(
+        wrapped,
+        env=env,
+        device=device,
+        plan=plan,
+        sharders=[sharder],
+        data_parallel_wrapper=DefaultDataParallelWrapper(params_to_ignore=ignore, static_graph=False),
+    )
+    log.info("DES plan (rank %d):\n%s", rank, des_plan.describe())
+    return dmp, des_plan

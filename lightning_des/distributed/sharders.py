@@ -1,0 +1,118 @@
+"""DES sharder: TorchRec's table-wise ``EmbeddingBagCollection`` sharding without its output
+all-to-all.
+
+:class:`DESShardedEmbeddingBagCollection` reuses TorchRec's input distribution (ids of the
+global batch reach the rank that owns each table) and lookup kernels, but instead of sending
+pooled embeddings back to the sample owners (``output_dist``) it returns the *local* pooled
+embeddings of the whole global batch, :class:`LocalPooled`. The DES head turns them into
+partial results and reduce-scatters those (see :mod:`lightning_des.distributed.des_net`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+from torchrec.distributed.embedding_types import EmbeddingComputeKernel, KJTList
+from torchrec.distributed.embeddingbag import (
+    EmbeddingBagCollectionContext,
+    EmbeddingBagCollectionSharder,
+    ShardedEmbeddingBagCollection,
+)
+from torchrec.distributed.types import ParameterSharding, ShardingEnv, ShardingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+
+DES_SHARDING_TYPES = (ShardingType.TABLE_WISE.value,)
+
+
+@dataclass
+class LocalPooled:
+    """Pooled embeddings of the tables this rank owns, for every sample of the global batch.
+
+    Attributes:
+        values: ``{feature: (B_global, d_f)}``; rows are rank-major (rank 0's samples first).
+        batch_size_per_rank: ``B_r`` for each rank r (``sum = B_global``).
+    """
+
+    values: dict[str, Tensor]
+    batch_size_per_rank: list[int]
+
+    def to_dict(self) -> dict[str, Tensor]:
+        return self.values
+
+
+class DESShardedEmbeddingBagCollection(ShardedEmbeddingBagCollection):
+    """Table-wise sharded EBC whose forward returns :class:`LocalPooled` (no output dist)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        bad = [t for t in self._sharding_types if t not in DES_SHARDING_TYPES]
+        if bad:
+            raise ValueError(f"DES shards tables {list(DES_SHARDING_TYPES)} only, the plan asks for {bad}")
+        rank = self._env.rank
+        sharding = self._embedding_shardings[0]
+        self._local_names: list[str] = list(sharding.embedding_names_per_rank()[rank])
+        self._local_dims: list[int] = list(sharding._emb_dim_per_rank_per_feature()[rank])
+
+    @property
+    def local_features(self) -> list[str]:
+        """The features whose tables live on this rank, in lookup-output column order."""
+        return list(self._local_names)
+
+    def compute_and_output_dist(self, ctx: EmbeddingBagCollectionContext, input: KJTList) -> LocalPooled:  # type: ignore[override]
+        sctx = ctx.sharding_contexts[0]
+        sizes = [int(b) for b in sctx.batch_size_per_rank] if sctx.batch_size_per_rank else None
+        if self._local_names:
+            embs = self._lookups[0](input[0])  # (B_global, sum of local dims)
+            cols = torch.split(embs, self._local_dims, dim=1)
+            values = dict(zip(self._local_names, cols))
+        else:
+            values = {}
+        if sizes is None:  # same batch size on every rank
+            b = int(input[0].stride()) if self._local_names else 0
+            sizes = [b // self._env.world_size] * self._env.world_size
+        return LocalPooled(values, sizes)
+
+
+class DESEmbeddingBagCollectionSharder(EmbeddingBagCollectionSharder):
+    """``ModuleSharder`` for DES: plans only table-wise sharding and allows the ``dense``
+    kernel there (1-dim wide/LR tables cannot use the fused kernel, which needs widths that
+    are multiples of 4).
+
+    Args:
+        des_modules: FQNs of the collections that DES consumes; they become
+            :class:`DESShardedEmbeddingBagCollection`. Any other collection gets TorchRec's
+            standard ``ShardedEmbeddingBagCollection`` (pooled embeddings all-to-all'ed back).
+        **kwargs: as for ``EmbeddingBagCollectionSharder`` (``fused_params``, ...).
+    """
+
+    def __init__(self, des_modules: Iterable[str] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.des_modules = frozenset(des_modules)
+
+    def shard(
+        self,
+        module: EmbeddingBagCollection,
+        params: dict[str, ParameterSharding],
+        env: ShardingEnv,
+        device: torch.device | None = None,
+        module_fqn: str | None = None,
+    ) -> ShardedEmbeddingBagCollection:
+        cls = DESShardedEmbeddingBagCollection if module_fqn in self.des_modules else ShardedEmbeddingBagCollection
+        return cls(
+            module=module,
+            table_name_to_parameter_sharding=params,
+            env=env,
+            fused_params=self.fused_params,
+            device=device,
+            qcomm_codecs_registry=self.qcomm_codecs_registry,
+            module_fqn=module_fqn,
+        )
+
+    def sharding_types(self, compute_device_type: str) -> list[str]:
+        return list(DES_SHARDING_TYPES)
+
+    def compute_kernels(self, sharding_type: str, compute_device_type: str) -> list[str]:
+        return [EmbeddingComputeKernel.FUSED.value, EmbeddingComputeKernel.DENSE.value]

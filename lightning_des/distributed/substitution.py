@@ -1,0 +1,113 @@
+"""Which operators DES substitutes, and when it pays (the analytic cost model).
+
+A :class:`~lightning_des.models.recsys.nets.SumOverFieldsHead` has up to two substitutable
+operators, one per embedding collection:
+
+* ``wide``: the LR term ``sum_f w_f`` over the 1-dim tables; partial result 1 float;
+* ``deep``: FM (``sum v``, ``sum ||v||^2``: k + 1 floats) and the deep first layer
+  (``sum_f W_f e_f``: H floats) over the ``d_f``-dim tables.
+
+Per global sample, forward plus backward, with N ranks and fp32 (4 bytes):
+
+* DES moves ``2 (N-1) P`` floats (reduce-scatter of partial results + gather of their grads);
+* TorchRec table-wise moves ``2 (N-1)/N * sum_f d_f`` floats (pooled embeddings and grads);
+* both move the same ids (TorchRec's input distribution), so the choice ignores them.
+
+``mode="auto"`` picks, per operator, whichever moves fewer bytes; ``mode="des"`` forces DES
+(and raises for a head with no equivalent split, such as DLRM's pairwise interaction);
+``mode="torchrec"`` uses TorchRec's standard table-wise sharding everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+from lightning_des.models.recsys.nets import RecsysNet, SumOverFieldsHead
+
+Mode = Literal["auto", "des", "torchrec"]
+FLOAT_BYTES = 4
+
+
+class NotSubstitutableError(ValueError):
+    """The model's operator after the embedding lookup is not a sum over fields."""
+
+
+@dataclass(frozen=True)
+class OperatorCost:
+    """Analytic bytes per global sample (forward + backward) of one substitutable operator.
+
+    Attributes:
+        name: ``"wide"`` or ``"deep"`` (the embedding collection it consumes).
+        partial_dim: P, floats of partial result per sample.
+        pooled_dim: ``sum_f d_f`` of its tables.
+        world_size: N.
+    """
+
+    name: str
+    partial_dim: int
+    pooled_dim: int
+    world_size: int
+
+    @property
+    def des_bytes(self) -> float:
+        return 2.0 * (self.world_size - 1) * self.partial_dim * FLOAT_BYTES
+
+    @property
+    def table_wise_bytes(self) -> float:
+        n = self.world_size
+        return 2.0 * (n - 1) / n * self.pooled_dim * FLOAT_BYTES
+
+    @property
+    def use_des(self) -> bool:
+        return self.des_bytes <= self.table_wise_bytes
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: DES {self.des_bytes:.0f} B/sample (P={self.partial_dim}) vs table-wise "
+            f"{self.table_wise_bytes:.0f} B/sample (sum d={self.pooled_dim}), N={self.world_size}"
+        )
+
+
+def operator_costs(net: nn.Module, world_size: int) -> list[OperatorCost]:
+    """Cost of each substitutable operator of ``net``.
+
+    Raises:
+        NotSubstitutableError: ``net`` is not a ``RecsysNet`` with a sum-over-fields head.
+    """
+    if not isinstance(net, RecsysNet) or not isinstance(net.head, SumOverFieldsHead):
+        head = type(getattr(net, "head", net)).__name__
+        raise NotSubstitutableError(
+            f"{head} has no equivalent DES split (its interaction is not a sum over fields, e.g. "
+            "DLRM's pairwise dot products); use DESStrategy(mode='torchrec') or mode='auto' to "
+            "shard it with TorchRec's standard table-wise sharding"
+        )
+    head = net.head
+    costs = []
+    if net.wide is not None and head.wide_partial_dim:
+        costs.append(OperatorCost("wide", head.wide_partial_dim, len(head.fields), world_size))
+    if net.deep is not None and head.deep_partial_dim:
+        costs.append(OperatorCost("deep", head.deep_partial_dim, sum(head.dims.values()), world_size))
+    return costs
+
+
+def choose_operators(net: nn.Module, world_size: int, mode: Mode) -> tuple[set[str], list[OperatorCost]]:
+    """The embedding collections (``"wide"``/``"deep"``) to run through DES, with their costs.
+
+    ``auto`` on a model without a split returns no operators (TorchRec standard sharding).
+    """
+    if mode not in ("auto", "des", "torchrec"):
+        raise ValueError(f"mode must be auto, des or torchrec, got {mode!r}")
+    if mode == "torchrec":
+        return set(), []
+    try:
+        costs = operator_costs(net, world_size)
+    except NotSubstitutableError:
+        if mode == "des":
+            raise
+        return set(), []
+    if mode == "des":
+        return {c.name for c in costs}, costs
+    return {c.name for c in costs if c.use_des}, costs
