@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from lightning_des.distributed.comm import comm_tag
+
 Collective = Literal["auto", "all_to_all", "reduce_scatter"]
 
 
@@ -43,20 +45,22 @@ class _ReduceScatterRows(torch.autograd.Function):
     def forward(ctx, x: Tensor, sizes: tuple[int, ...], native: bool, group) -> Tensor:  # type: ignore[override]
         rank = dist.get_rank(group)
         ctx.sizes, ctx.native, ctx.group, ctx.rank = sizes, native, group, rank
-        if native:
-            out = x.new_empty((sizes[rank], x.shape[1]))
-            dist.reduce_scatter_tensor(out, x.contiguous(), group=group)
-            return out
-        return _a2a_reduce(x, sizes, rank, group)
+        with comm_tag("partial"):
+            if native:
+                out = x.new_empty((sizes[rank], x.shape[1]))
+                dist.reduce_scatter_tensor(out, x.contiguous(), group=group)
+                return out
+            return _a2a_reduce(x, sizes, rank, group)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
         n = len(ctx.sizes)
-        if ctx.native:
-            out = g.new_empty((sum(ctx.sizes), g.shape[1]))
-            dist.all_gather_into_tensor(out, g.contiguous(), group=ctx.group)
-        else:
-            out = _a2a_gather(g, ctx.sizes, ctx.rank, ctx.group)
+        with comm_tag("partial"):
+            if ctx.native:
+                out = g.new_empty((sum(ctx.sizes), g.shape[1]))
+                dist.all_gather_into_tensor(out, g.contiguous(), group=ctx.group)
+            else:
+                out = _a2a_gather(g, ctx.sizes, ctx.rank, ctx.group)
         return out / n, None, None, None
 
 

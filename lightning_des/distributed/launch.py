@@ -25,6 +25,10 @@ def _entry(rank: int, fn: Callable[..., Any], world_size: int, port: int, backen
         WORLD_SIZE=str(world_size),
         LOCAL_WORLD_SIZE=str(world_size),  # TorchRec's get_local_size assumes 8 without it
     )
+    if backend == "counting":
+        from lightning_des.distributed import comm
+
+        comm.register()
     dist.init_process_group(backend, rank=rank, world_size=world_size)
     try:
         fn(rank, world_size, *args)

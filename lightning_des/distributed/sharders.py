@@ -24,6 +24,8 @@ from torchrec.distributed.embeddingbag import (
 from torchrec.distributed.types import ParameterSharding, ShardingEnv, ShardingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
+from lightning_des.distributed.comm import comm_tag
+
 DES_SHARDING_TYPES = (ShardingType.TABLE_WISE.value,)
 
 
@@ -43,7 +45,18 @@ class LocalPooled:
         return self.values
 
 
-class DESShardedEmbeddingBagCollection(ShardedEmbeddingBagCollection):
+class TableWiseShardedEmbeddingBagCollection(ShardedEmbeddingBagCollection):
+    """TorchRec's sharded EBC with its id distribution tagged ``ids`` for communication
+    accounting (:mod:`lightning_des.distributed.comm`); otherwise unchanged."""
+
+    def forward(self, *input: Any, **kwargs: Any) -> Any:
+        ctx = self.create_context()
+        with comm_tag("ids"):
+            dist_input = self.input_dist(ctx, *input, **kwargs).wait().wait()
+        return self.compute_and_output_dist(ctx, dist_input)
+
+
+class DESShardedEmbeddingBagCollection(TableWiseShardedEmbeddingBagCollection):
     """Table-wise sharded EBC whose forward returns :class:`LocalPooled` (no output dist)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -84,7 +97,7 @@ class DESEmbeddingBagCollectionSharder(EmbeddingBagCollectionSharder):
     Args:
         des_modules: FQNs of the collections that DES consumes; they become
             :class:`DESShardedEmbeddingBagCollection`. Any other collection gets TorchRec's
-            standard ``ShardedEmbeddingBagCollection`` (pooled embeddings all-to-all'ed back).
+            standard table-wise sharding (pooled embeddings all-to-all'ed back).
         **kwargs: as for ``EmbeddingBagCollectionSharder`` (``fused_params``, ...).
     """
 
@@ -100,7 +113,7 @@ class DESEmbeddingBagCollectionSharder(EmbeddingBagCollectionSharder):
         device: torch.device | None = None,
         module_fqn: str | None = None,
     ) -> ShardedEmbeddingBagCollection:
-        cls = DESShardedEmbeddingBagCollection if module_fqn in self.des_modules else ShardedEmbeddingBagCollection
+        cls = DESShardedEmbeddingBagCollection if module_fqn in self.des_modules else TableWiseShardedEmbeddingBagCollection
         return cls(
             module=module,
             table_name_to_parameter_sharding=params,

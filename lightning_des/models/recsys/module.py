@@ -154,7 +154,8 @@ class CTRModule(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Sparse optimizer on the tables, Adam on the rest. Parameters that already carry an
         in-backward (fused) optimizer, as sharded tables do, are left out."""
-        named = list(in_backward_optimizer_filter(self.named_parameters()))
+        # tables of other ranks show up as empty placeholders in a sharded model
+        named = [(n, p) for n, p in in_backward_optimizer_filter(self.named_parameters()) if p.numel()]
         sparse = {n: p for n, p in named if ".embedding_bags." in n}  # EBC and sharded EBC alike
         dense = {n: p for n, p in named if n not in sparse}
         cls, kw = self.sparse_optimizer_spec()
