@@ -1,0 +1,232 @@
+"""``DESStrategy``: Lightning strategy for DES training (``Trainer(strategy="des")``).
+
+Built on ``DDPStrategy`` for what it already does well (launchers for local processes,
+torchrun and SLURM; process-group set-up; reduce/barrier/broadcast; distributed samplers).
+Instead of wrapping the LightningModule in DDP it shards ``module.net`` with
+:func:`~lightning_des.distributed.des_net.shard_des` (TorchRec planner + DES sharder;
+``DistributedModelParallel`` DDP-wraps the replicated dense layers). Checkpoints are sharded
+(:mod:`lightning_des.distributed.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import torch
+import torch.distributed as dist
+from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
+from lightning.fabric.utilities.optimizer import _optimizers_to_device
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from torch.optim import Optimizer
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.types import ShardingEnv
+from typing_extensions import override
+
+from lightning_des.distributed import checkpoint as ckpt_io
+from lightning_des.distributed import comm
+from lightning_des.distributed.collectives import Collective
+from lightning_des.distributed.des_net import DESPlan, shard_des
+from lightning_des.distributed.substitution import Mode
+
+log = logging.getLogger(__name__)
+_MODES = ("auto", "des", "torchrec")
+_COLLECTIVES = ("auto", "all_to_all", "reduce_scatter")
+
+
+class DESStrategy(DDPStrategy):
+    """Distributed Equivalent Substitution on TorchRec.
+
+    Args:
+        mode: ``"auto"`` (default) picks DES or TorchRec table-wise per operator by the
+            analytic cost model and logs the numbers; ``"des"`` forces DES (error for a model
+            without an equivalent split, e.g. DLRM); ``"torchrec"`` uses TorchRec's standard
+            table-wise sharding throughout.
+        collective: how partial results are reduce-scattered: ``"auto"``, ``"all_to_all"``
+            (all-to-all + local sum; right for gloo) or ``"reduce_scatter"`` (native; nccl).
+        constraints: TorchRec ``ParameterConstraints`` fields per table name, e.g.
+            ``{"emb_user_id": {"pooling_factors": [1.0]}}`` (sharding stays table-wise).
+        process_group_backend: ``"gloo"``, ``"nccl"`` or ``"counting"`` (gloo that counts bytes;
+            chosen automatically when a ``CommStatsCallback`` is present).
+        start_method: launcher for local processes; ``"popen"`` (default) or ``"fork"``.
+            ``"spawn"`` is refused: Lightning's spawn launcher reloads the module's state in
+            the parent with ``weights_only`` and cannot carry sharded tensors.
+        timeout, accelerator, parallel_devices, cluster_environment, checkpoint_io,
+        precision_plugin: as for ``DDPStrategy``.
+
+    Example::
+
+        trainer = Trainer(strategy=DESStrategy(mode="des"), accelerator="cpu", devices=2)
+        # or: Trainer(strategy="des", ...); YAML: ``strategy: des``, or class_path/init_args
+    """
+
+    strategy_name = "des"
+
+    def __init__(
+        self,
+        mode: Literal["auto", "des", "torchrec"] = "auto",
+        collective: Literal["auto", "all_to_all", "reduce_scatter"] = "auto",
+        constraints: dict[str, dict[str, Any]] | None = None,
+        process_group_backend: str | None = None,
+        start_method: Literal["popen", "fork"] = "popen",
+        timeout: timedelta | None = default_pg_timeout,
+        accelerator: Any = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: Any = None,
+        checkpoint_io: Any = None,
+        precision_plugin: Any = None,
+    ) -> None:
+        if mode not in _MODES:
+            raise ValueError(f"DESStrategy: mode must be one of {list(_MODES)}, got {mode!r}")
+        if collective not in _COLLECTIVES:
+            raise ValueError(f"DESStrategy: collective must be one of {list(_COLLECTIVES)}, got {collective!r}")
+        if start_method not in ("popen", "fork"):
+            raise ValueError(f"DESStrategy: start_method must be 'popen' or 'fork', got {start_method!r}")
+        if constraints is not None and not all(isinstance(v, Mapping) for v in constraints.values()):
+            raise ValueError("DESStrategy: constraints must map table names to dicts of ParameterConstraints fields")
+        super().__init__(
+            accelerator=accelerator,
+            parallel_devices=parallel_devices,
+            cluster_environment=cluster_environment,
+            checkpoint_io=checkpoint_io,
+            precision_plugin=precision_plugin,
+            process_group_backend=process_group_backend,
+            timeout=timeout,
+            start_method=start_method,
+        )
+        self.mode: Mode = mode
+        self.collective: Collective = collective
+        self.constraints = dict(constraints or {})
+        self.des_plan: DESPlan | None = None
+
+    # -- process group -------------------------------------------------------------------
+    @override
+    def _get_process_group_backend(self) -> str:
+        if self._process_group_backend is None and self._wants_comm_stats():
+            self._process_group_backend = comm.BACKEND
+        if self._process_group_backend == comm.BACKEND:
+            comm.register()
+        return super()._get_process_group_backend()
+
+    def _wants_comm_stats(self) -> bool:
+        from lightning_des.callbacks.comm_stats import CommStatsCallback
+
+        trainer = getattr(self._lightning_module, "_trainer", None)
+        return trainer is not None and any(isinstance(cb, CommStatsCallback) for cb in trainer.callbacks)
+
+    @override
+    def setup_environment(self) -> None:
+        import os
+
+        # TorchRec's get_local_size() assumes 8 when LOCAL_WORLD_SIZE is unset
+        os.environ.setdefault("LOCAL_WORLD_SIZE", str(self.num_processes))
+        super().setup_environment()
+
+    # -- model ---------------------------------------------------------------------------
+    @override
+    def model_to_device(self) -> None:
+        """Tables are placed by sharding; everything else moves with the sharded wrapper."""
+        module = self.lightning_module
+        for name, child in module.named_children():
+            if name != "net":
+                child.to(self.root_device)
+
+    def _shard(self) -> None:
+        module = self.lightning_module
+        net = getattr(module, "net", None)
+        if isinstance(net, DistributedModelParallel):
+            return
+        if net is None or not hasattr(module, "sparse_optimizer_spec"):
+            raise TypeError(
+                f"DESStrategy needs a recommender LightningModule with a `net` (RecsysNet) and "
+                f"`sparse_optimizer_spec()` (see lightning_des.models.recsys.CTRModule); got {type(module).__name__}"
+            )
+        env = ShardingEnv.from_process_group(dist.group.WORLD)
+        module.net, self.des_plan = shard_des(
+            net,
+            env,
+            self.root_device,
+            module.sparse_optimizer_spec(),
+            mode=self.mode,
+            collective=self.collective,
+            constraints=self.constraints,
+            local_world_size=self.num_processes,
+        )
+        rank_zero_info(f"DESStrategy(mode={self.mode!r}) plan:\n{self.des_plan.describe()}")
+
+    @override
+    def setup(self, trainer: Any) -> None:
+        assert self.accelerator is not None
+        self.accelerator.setup(trainer)
+        self.precision_plugin.convert_module(self.model)
+        self.model_to_device()
+        self._shard()
+        if trainer.state.fn == TrainerFn.FITTING:
+            self.setup_optimizers(trainer)
+        self.setup_precision_plugin()
+        if trainer.state.fn == TrainerFn.FITTING:
+            _optimizers_to_device(self.optimizers, self.root_device)
+
+    @override
+    def configure_ddp(self) -> None:  # DMP wraps the dense part in DDP itself
+        pass
+
+    # -- checkpoints ---------------------------------------------------------------------
+    @property
+    @override
+    def restore_checkpoint_after_setup(self) -> bool:
+        return True  # the sharded model must exist before its shards are loaded
+
+    def _fused_optimizer(self):
+        net = self.lightning_module.net
+        return net.fused_optimizer if isinstance(net, DistributedModelParallel) else None
+
+    @override
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any = None) -> None:
+        path = Path(filepath)
+        path.mkdir(parents=True, exist_ok=True)
+        fused = self._fused_optimizer()
+        if fused is not None:
+            checkpoint = {**checkpoint, "des_fused_optimizer": fused.state_dict()}
+        torch.save(ckpt_io.to_local(checkpoint), ckpt_io.rank_file(path, self.global_rank))
+
+    @override
+    def load_checkpoint(self, checkpoint_path: _PATH, weights_only: bool | None = None) -> dict[str, Any]:
+        f = ckpt_io.rank_file(checkpoint_path, self.global_rank)
+        if not f.is_file():
+            raise FileNotFoundError(f"{checkpoint_path} has no {f.name}: not a DES checkpoint of a run with this world size")
+        return torch.load(f, map_location="cpu", weights_only=False)
+
+    @override
+    def load_model_state_dict(self, checkpoint: Mapping[str, Any], strict: bool = True) -> None:
+        ckpt_io.copy_local_(self.lightning_module.state_dict(), checkpoint["state_dict"], "state_dict")
+
+    @override
+    def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
+        for opt, state in zip(self.optimizers, checkpoint["optimizer_states"]):
+            opt.load_state_dict(state)
+        fused = self._fused_optimizer()
+        if fused is not None and "des_fused_optimizer" in checkpoint:
+            live = fused.state_dict()
+            ckpt_io.copy_local_(live, checkpoint["des_fused_optimizer"], "fused_optimizer")
+            fused.load_state_dict(live)
+
+    @override
+    def remove_checkpoint(self, filepath: _PATH) -> None:
+        if self.is_global_zero:
+            shutil.rmtree(filepath, ignore_errors=True)
+
+    @override
+    def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    @classmethod
+    @override
+    def register_strategies(cls, strategy_registry: Any) -> None:
+        strategy_registry.register(cls.strategy_name, cls, description="Distributed Equivalent Substitution on TorchRec")
