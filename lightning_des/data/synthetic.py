@@ -60,8 +60,9 @@ class SyntheticSpec:
         )
 
 
-def make_synthetic(spec: SyntheticSpec) -> EncodedCTR:
-    """Generate an encoded synthetic table (see module docstring for the planted model)."""
+def make_synthetic(spec: SyntheticSpec, return_logits: bool = False) -> EncodedCTR | tuple[EncodedCTR, np.ndarray]:
+    """Generate an encoded synthetic table (see module docstring for the planted model);
+    with ``return_logits`` also the planted logit of each row (for tests)."""
     rng = np.random.default_rng(spec.seed)
     n, nf, L = spec.num_rows, len(spec.cardinalities), spec.multi_hot
     dense = np.log1p(rng.lognormal(0.0, 1.0, size=(n, spec.num_dense))).astype(np.float32)
@@ -75,5 +76,7 @@ def make_synthetic(spec: SyntheticSpec) -> EncodedCTR:
         logit = logit + w[ids].reshape(n, L).mean(1)
         values[f] = ids.astype(np.int64)
         offsets[f] = np.arange(0, n * L + 1, L, dtype=np.int64)
-    labels = (rng.random(n) < 1.0 / (1.0 + np.exp(-(logit - np.median(logit))))).astype(np.float32)
-    return EncodedCTR(labels, dense, values, offsets)
+    logit = logit - np.median(logit)
+    labels = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+    data = EncodedCTR(labels, dense, values, offsets)
+    return (data, logit) if return_logits else data
