@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch.optim import Optimizer
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.types import ShardingEnv
+from torchrec.optim.keyed import KeyedOptimizer
 from typing_extensions import override
 
 from lightning_des.distributed import checkpoint as ckpt_io
@@ -38,6 +39,18 @@ from lightning_des.distributed.substitution import Mode
 log = logging.getLogger(__name__)
 _MODES = ("auto", "des", "torchrec")
 _COLLECTIVES = ("auto", "all_to_all", "reduce_scatter")
+
+
+@torch.no_grad()
+def _init_keyed_state(opt: KeyedOptimizer) -> None:
+    """Create a KeyedOptimizer's lazy state (TorchRec loads state in place) without letting its
+    dummy zero-gradient step touch the parameters (weight decay would)."""
+    params = [p for p in opt.params.values() if p.requires_grad]
+    saved = [p.detach().clone() for p in params]
+    opt.init_state()
+    for p, s in zip(params, saved):
+        p.copy_(s)
+        p.grad = None
 
 
 class DESStrategy(DDPStrategy):
@@ -210,6 +223,8 @@ class DESStrategy(DDPStrategy):
     @override
     def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
         for opt, state in zip(self.optimizers, checkpoint["optimizer_states"]):
+            if isinstance(opt, KeyedOptimizer):
+                _init_keyed_state(opt)
             opt.load_state_dict(state)
         fused = self._fused_optimizer()
         if fused is not None and "des_fused_optimizer" in checkpoint:

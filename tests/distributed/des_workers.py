@@ -80,3 +80,80 @@ def equivalence(rank: int, world: int, model: str, sparse_optimizer: str, steps:
         raise AssertionError(f"state keys differ: {sorted(set(full) ^ set(ref_sd))}")
     for k, v in ref_sd.items():
         _close(full[k], v, f"after {steps} steps: {k}")
+
+
+def many_models(rank: int, world: int, sparse_optimizer: str) -> None:
+    for model in ("LogisticRegression", "FactorizationMachine", "DNN", "WideAndDeep", "DeepFM"):
+        try:
+            equivalence(rank, world, model, sparse_optimizer)
+        except AssertionError as err:
+            raise AssertionError(f"{model}, world {world}, {sparse_optimizer}: {err}") from None
+
+
+def collective(rank: int, world: int) -> None:
+    """reduce_scatter_rows with uneven batch sizes against dense math."""
+    from lightning_des.distributed.collectives import reduce_scatter_rows
+
+    sizes = [2, 3, 1][:world]
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(sum(sizes), 5, generator=g) for _ in range(world)]  # every rank's partials
+    up = torch.randn(sizes[rank], 5, generator=torch.Generator().manual_seed(100 + rank))
+    x = xs[rank].clone().requires_grad_()
+    out = reduce_scatter_rows(x, sizes)
+    start = sum(sizes[:rank])
+    _close(out, sum(xs)[start : start + sizes[rank]], "reduce-scatter output")
+    (out * up).sum().backward()
+    # d/dx_r of sum_q <out_q, up_q> = up_q on q's rows, averaged over the world (DDP convention)
+    ups = [torch.randn(sizes[q], 5, generator=torch.Generator().manual_seed(100 + q)) for q in range(world)]
+    _close(x.grad, torch.cat(ups) / world, "reduce-scatter gradient")
+
+
+def comm_bytes(rank: int, world: int, model: str, mode: str, result_file: str) -> None:
+    """One training step under the counting backend; rank 0 writes the summed byte counts."""
+    import json
+
+    from lightning_des.distributed import comm
+
+    data = make_synthetic(SPEC)
+    mod = build(model, "sgd")
+    env = ShardingEnv.from_process_group(dist.group.WORLD)
+    mod.net, plan = shard_des(mod.net, env, torch.device("cpu"), mod.sparse_optimizer_spec(), mode=mode)
+    opt = mod.configure_optimizers()
+    b = data.batch(np.arange(rank * 8, rank * 8 + 8), SPEC.fields)
+    comm.reset()
+    loss = F.binary_cross_entropy_with_logits(mod(b.dense_features, b.sparse_features), b.labels)
+    loss.backward()
+    opt.step()
+    counts = [None] * world
+    dist.all_gather_object(counts, comm.snapshot())
+    if rank == 0:
+        total: dict[str, int] = {}
+        for c in counts:
+            for k, v in c.items():
+                total[k] = total.get(k, 0) + v
+        head = mod.net.module.head if hasattr(mod.net, "module") else None
+        with open(result_file, "w") as fh:
+            json.dump({"bytes": total, "des": sorted(plan.des_operators), "costs": [c.__dict__ for c in plan.costs]}, fh)
+
+
+def dlrm(rank: int, world: int) -> None:
+    from lightning_des.distributed.substitution import NotSubstitutableError
+
+    env = ShardingEnv.from_process_group(dist.group.WORLD)
+    mod = build("DLRM", "sgd")
+    try:
+        shard_des(mod.net, env, torch.device("cpu"), mod.sparse_optimizer_spec(), mode="des")
+    except NotSubstitutableError as err:
+        if "DLRMHead has no equivalent DES split" not in str(err):
+            raise
+    else:
+        raise AssertionError("mode='des' accepted DLRM")
+    ref, mod = build("DLRM", "sgd"), build("DLRM", "sgd")
+    mod.net, plan = shard_des(mod.net, env, torch.device("cpu"), mod.sparse_optimizer_spec(), mode="auto")
+    if plan.des_operators:
+        raise AssertionError(f"auto chose DES for DLRM: {plan.des_operators}")
+    load_full_state_dict(mod.net, {k[4:]: v for k, v in ref.state_dict().items() if k.startswith("net.")})
+    data = make_synthetic(SPEC)
+    gb = data.batch(np.arange(8 * world), SPEC.fields)
+    lb = data.batch(np.arange(rank * 8, rank * 8 + 8), SPEC.fields)
+    _close(mod(lb.dense_features, lb.sparse_features), ref(gb.dense_features, gb.sparse_features)[rank * 8 : rank * 8 + 8], "DLRM logits")

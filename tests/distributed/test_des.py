@@ -1,0 +1,121 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+from lightning_des import DESStrategy
+from lightning_des.distributed.checkpoint import consolidate
+from lightning_des.distributed.launch import spawn
+from lightning_des.distributed.substitution import OperatorCost, choose_operators
+from lightning_des.models.recsys import DeepFM
+from tests.distributed import des_workers
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "world, optimizer", [(2, "sgd"), (2, "adagrad"), (2, "rowwise_adagrad"), (3, "sgd"), (3, "adagrad")]
+)
+def test_equivalence_with_single_process_reference(world, optimizer):
+    """LR, FM, DNN, W&D, DeepFM: outputs, loss, gradients and 5-step parameters within 1e-5."""
+    spawn(des_workers.many_models, world, optimizer)
+
+
+def test_reduce_scatter_rows_uneven_batches():
+    spawn(des_workers.collective, 3)
+
+
+@pytest.mark.parametrize("model, world", [("WideAndDeep", 2), ("FactorizationMachine", 3)])
+def test_measured_bytes_match_analytic(model, world, tmp_path):
+    """Partial-result traffic is exactly 2 (N-1) P B_global floats (fwd + bwd); TorchRec's
+    pooled-embedding traffic is exactly 2 (N-1)/N sum_d B_global floats."""
+    B = 8 * world
+    for mode in ("des", "torchrec"):
+        f = tmp_path / f"{mode}.json"
+        spawn(des_workers.comm_bytes, world, model, mode, str(f), backend="counting")
+        res = json.loads(f.read_text())
+        costs = {c["name"]: OperatorCost(**c) for c in json.loads((tmp_path / "des.json").read_text())["costs"]}
+        if mode == "des":
+            analytic = sum(c.des_bytes for c in costs.values()) * B
+            assert res["bytes"]["all_to_all:partial"] == pytest.approx(analytic, rel=1e-9)
+        else:
+            analytic = sum(c.table_wise_bytes for c in costs.values()) * B
+            assert res["bytes"]["all_to_all:other"] == pytest.approx(analytic, rel=1e-9)
+            assert "all_to_all:partial" not in res["bytes"]
+    ids = [json.loads((tmp_path / f"{m}.json").read_text())["bytes"]["all_to_all:ids"] for m in ("des", "torchrec")]
+    assert ids[0] == ids[1]  # the id distribution is shared
+
+
+def test_dlrm_has_no_split_and_falls_back_to_torchrec():
+    spawn(des_workers.dlrm, 2)
+
+
+def test_lightning_fit_resume_and_consolidate(tmp_path):
+    """Resume after epoch 1 gives the same epoch-2 losses and weights as an uninterrupted run;
+    the sharded checkpoint consolidates into a single-process DeepFM."""
+    script = Path(des_workers.__file__).with_name("des_fit_script.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PYTHONWARNINGS": "ignore"}
+
+    def run(out, epochs, ckpt=None):
+        cmd = [sys.executable, str(script), str(out), str(epochs)] + ([str(ckpt)] if ckpt else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+
+    full, part = tmp_path / "full", tmp_path / "resumed"
+    run(full, 2)
+    ckpts = sorted((full / "ckpt").iterdir())
+    assert [c.name for c in ckpts] == ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt"]
+    assert sorted(p.name for p in ckpts[0].iterdir()) == ["rank0.pt", "rank1.pt"]
+    run(part, 2, ckpts[0])
+    uninterrupted = json.loads((full / "losses.json").read_text())
+    resumed = json.loads((part / "losses.json").read_text())
+    assert len(uninterrupted) == 8 and len(resumed) == 4
+    assert resumed == pytest.approx(uninterrupted[4:], abs=1e-6)
+    a, b = torch.load(full / "full_state.pt"), torch.load(part / "full_state.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+    ckpt = consolidate(ckpts[1])
+    model = DeepFM(**ckpt["hyper_parameters"])
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    for k, v in a.items():
+        torch.testing.assert_close(model.state_dict()["net." + k], v)
+
+    stats = json.loads((full / "comm.json").read_text())
+    assert stats["steps"] == 8 and stats["all_to_all:partial"] > 0 and stats["all_to_all:ids"] > 0
+
+
+def test_registry_resolves_and_bad_options_fail():
+    t = Trainer(strategy="des", accelerator="cpu", devices=2, logger=False)
+    assert isinstance(t.strategy, DESStrategy) and t.strategy.mode == "auto"
+    with pytest.raises(ValueError, match=r"mode must be one of \['auto', 'des', 'torchrec'\], got 'fast'"):
+        DESStrategy(mode="fast")
+    with pytest.raises(ValueError, match="collective must be one of"):
+        DESStrategy(collective="ring")
+    with pytest.raises(ValueError, match="start_method must be 'popen' or 'fork', got 'spawn'"):
+        DESStrategy(start_method="spawn")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sharding'"):
+        DESStrategy(sharding="row_wise")
+    with pytest.raises(ValueError, match="mode must be auto, des or torchrec"):
+        choose_operators(None, 2, "x")
+
+
+def test_slurm_environment_resolves_ranks(monkeypatch):
+    env = {
+        "SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "2", "SLURM_JOB_NAME": "des-train",
+        "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NODEID": "1", "SLURM_JOB_ID": "42",
+        "SLURM_NODELIST": "node[1-2]", "SLURM_CPUS_PER_TASK": "1",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    t = Trainer(strategy="des", accelerator="cpu", devices=2, num_nodes=2, logger=False)
+    s = t.strategy
+    assert isinstance(s, DESStrategy) and isinstance(s.cluster_environment, SLURMEnvironment)
+    assert (s.global_rank, s.local_rank, s.node_rank, s.world_size) == (3, 1, 1, 4)
+    assert s.cluster_environment.main_address == "node1"

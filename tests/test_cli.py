@@ -1,0 +1,70 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_des.cli import cli_main, main
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+SINGLE = [r for r in RECIPES if not r.stem.endswith("_des")]
+DES = [r for r in RECIPES if r.stem.endswith("_des")]
+TINY = ["--trainer.max_steps", "2", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
+
+
+def test_every_recipe_is_tested():
+    assert len(SINGLE) == 12 and len(DES) >= 1
+
+
+@pytest.mark.parametrize("recipe", SINGLE, ids=lambda p: p.stem)
+def test_recipe_runs_through_cli(recipe, tmp_path, movielens_path):
+    cli_main(["fit", "--config", str(recipe), "--trainer.default_root_dir", str(tmp_path), *TINY])
+
+
+def test_validate_test_predict_subcommands(tmp_path):
+    recipe = str(ROOT / "recipes" / "lr_adult.yaml")
+    base = ["--config", recipe, "--trainer.default_root_dir", str(tmp_path), "--trainer.limit_val_batches", "1",
+            "--trainer.limit_test_batches", "1", "--trainer.limit_predict_batches", "1", "--trainer.logger", "false"]
+    cli_main(["validate", *base])
+    cli = cli_main(["test", *base])
+    assert "test_auc" in cli.trainer.callback_metrics
+    cli = cli_main(["predict", *base])
+    preds = cli.trainer.predict_loop.predictions
+    assert preds and ((preds[0] >= 0) & (preds[0] <= 1)).all()
+
+
+def test_unknown_key_on_command_line_names_it(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--config", str(ROOT / "recipes" / "lr_adult.yaml"), "--model.init_args.embeding_dim", "4"])
+    assert "embeding_dim" in capsys.readouterr().err
+
+
+def test_unknown_key_in_yaml_names_it(tmp_path, capsys):
+    cfg = yaml.safe_load((ROOT / "recipes" / "deepfm_adult.yaml").read_text())
+    cfg["model"]["init_args"]["hiden"] = [8]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--config", str(bad)])
+    assert "hiden" in capsys.readouterr().err
+
+
+def test_data_prepare_command(capsys):
+    assert main(["data", "prepare", "adult"]) == 0
+    assert "adult.tsv.gz" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["data", "prepare", "imagenet"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", DES, ids=lambda p: p.stem)
+def test_des_recipe_runs_on_two_processes(recipe, tmp_path, movielens_path):
+    cmd = [sys.executable, "-m", "lightning_des.cli", "fit", "--config", str(recipe),
+           "--trainer.default_root_dir", str(tmp_path), *TINY]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "plan:" in proc.stdout + proc.stderr
