@@ -123,16 +123,19 @@ def shard_des(
     collective: Collective = "auto",
     constraints: dict[str, dict[str, Any]] | None = None,
     local_world_size: int | None = None,
+    global_batch: int = 0,
 ) -> tuple[DistributedModelParallel, DESPlan]:
     """Shard ``net`` for DES (or TorchRec table-wise where DES does not pay or apply).
 
     The fused tables get ``sparse_optimizer`` applied in backward (TorchRec fuses it into the
     lookup kernel); dense-kernel tables keep ordinary parameters for the caller's optimizer.
-    All ranks must pass identically initialised ``net`` s (same seed).
+    All ranks must pass identically initialised ``net`` s (same seed). ``global_batch`` (B,
+    summed over ranks) lets the cost model count the all-reduce that table-wise sharding needs
+    for the replicated ``W_f``; 0 compares per sample.
     """
     pg = env.process_group
     n, rank = env.world_size, env.rank
-    des_ops, costs = choose_operators(net, n, mode)
+    des_ops, costs = choose_operators(net, n, mode, global_batch)
     wrapped: nn.Module = DESNet(net, des_ops, collective) if isinstance(net.head, SumOverFieldsHead) else net
     cons = table_constraints(net, constraints)
     sharder = DESEmbeddingBagCollectionSharder(des_modules={m for m in TABLE_MODULES if m in des_ops})

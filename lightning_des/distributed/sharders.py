@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import torch
 from torch import Tensor
-from torchrec.distributed.embedding_types import EmbeddingComputeKernel, KJTList
+from torchrec.distributed.embedding_types import KJTList
 from torchrec.distributed.embeddingbag import (
     EmbeddingBagCollectionContext,
     EmbeddingBagCollectionSharder,
@@ -45,9 +45,9 @@ class LocalPooled:
         return self.values
 
 
-class TableWiseShardedEmbeddingBagCollection(ShardedEmbeddingBagCollection):
-    """TorchRec's sharded EBC with its id distribution tagged ``ids`` for communication
-    accounting (:mod:`lightning_des.distributed.comm`); otherwise unchanged."""
+class TaggedShardedEmbeddingBagCollection(ShardedEmbeddingBagCollection):
+    """TorchRec's sharded EBC (any sharding type) with its id distribution tagged ``ids`` for
+    communication accounting (:mod:`lightning_des.distributed.comm`); otherwise unchanged."""
 
     def forward(self, *input: Any, **kwargs: Any) -> Any:
         ctx = self.create_context()
@@ -56,7 +56,7 @@ class TableWiseShardedEmbeddingBagCollection(ShardedEmbeddingBagCollection):
         return self.compute_and_output_dist(ctx, dist_input)
 
 
-class DESShardedEmbeddingBagCollection(TableWiseShardedEmbeddingBagCollection):
+class DESShardedEmbeddingBagCollection(TaggedShardedEmbeddingBagCollection):
     """Table-wise sharded EBC whose forward returns :class:`LocalPooled` (no output dist)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -90,20 +90,26 @@ class DESShardedEmbeddingBagCollection(TableWiseShardedEmbeddingBagCollection):
 
 
 class DESEmbeddingBagCollectionSharder(EmbeddingBagCollectionSharder):
-    """``ModuleSharder`` for DES: plans only table-wise sharding and allows the ``dense``
-    kernel there (1-dim wide/LR tables cannot use the fused kernel, which needs widths that
-    are multiples of 4).
+    """``ModuleSharder`` for DES: plans table-wise sharding for the collections DES consumes
+    and TorchRec's standard sharded module for the others.
 
     Args:
         des_modules: FQNs of the collections that DES consumes; they become
             :class:`DESShardedEmbeddingBagCollection`. Any other collection gets TorchRec's
             standard table-wise sharding (pooled embeddings all-to-all'ed back).
+        sharding_types: what the planner may choose for the other collections (DES collections
+            are table-wise regardless); default table-wise only. TorchRec's base sharder hides
+            row-wise types on CPU although they run there; listing them here re-enables them.
         **kwargs: as for ``EmbeddingBagCollectionSharder`` (``fused_params``, ...).
     """
 
-    def __init__(self, des_modules: Iterable[str] = (), **kwargs: Any) -> None:
+    def __init__(self, des_modules: Iterable[str] = (), sharding_types: Iterable[str] = DES_SHARDING_TYPES, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.des_modules = frozenset(des_modules)
+        self._types = list(sharding_types)
+        unknown = sorted(set(self._types) - {t.value for t in ShardingType})
+        if unknown:
+            raise ValueError(f"unknown sharding types {unknown}; TorchRec has {sorted(t.value for t in ShardingType)}")
 
     def shard(
         self,
@@ -113,7 +119,7 @@ class DESEmbeddingBagCollectionSharder(EmbeddingBagCollectionSharder):
         device: torch.device | None = None,
         module_fqn: str | None = None,
     ) -> ShardedEmbeddingBagCollection:
-        cls = DESShardedEmbeddingBagCollection if module_fqn in self.des_modules else TableWiseShardedEmbeddingBagCollection
+        cls = DESShardedEmbeddingBagCollection if module_fqn in self.des_modules else TaggedShardedEmbeddingBagCollection
         return cls(
             module=module,
             table_name_to_parameter_sharding=params,
@@ -125,7 +131,4 @@ class DESEmbeddingBagCollectionSharder(EmbeddingBagCollectionSharder):
         )
 
     def sharding_types(self, compute_device_type: str) -> list[str]:
-        return list(DES_SHARDING_TYPES)
-
-    def compute_kernels(self, sharding_type: str, compute_device_type: str) -> list[str]:
-        return [EmbeddingComputeKernel.FUSED.value, EmbeddingComputeKernel.DENSE.value]
+        return list(self._types)

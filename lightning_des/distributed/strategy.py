@@ -161,6 +161,7 @@ class DESStrategy(DDPStrategy):
                 f"`sparse_optimizer_spec()` (see lightning_des.models.recsys.CTRModule); got {type(module).__name__}"
             )
         env = ShardingEnv.from_process_group(dist.group.WORLD)
+        batch = getattr(getattr(module.trainer, "datamodule", None), "batch_size", 0) or 0
         module.net, self.des_plan = shard_des(
             net,
             env,
@@ -170,6 +171,7 @@ class DESStrategy(DDPStrategy):
             collective=self.collective,
             constraints=self.constraints,
             local_world_size=self.num_processes,
+            global_batch=int(batch) * self.world_size,
         )
         rank_zero_info(f"DESStrategy(mode={self.mode!r}) plan:\n{self.des_plan.describe()}")
 

@@ -131,7 +131,6 @@ def comm_bytes(rank: int, world: int, model: str, mode: str, result_file: str) -
         for c in counts:
             for k, v in c.items():
                 total[k] = total.get(k, 0) + v
-        head = mod.net.module.head if hasattr(mod.net, "module") else None
         with open(result_file, "w") as fh:
             json.dump({"bytes": total, "des": sorted(plan.des_operators), "costs": [c.__dict__ for c in plan.costs]}, fh)
 

@@ -42,14 +42,17 @@ def test_measured_bytes_match_analytic(model, world, tmp_path):
         res = json.loads(f.read_text())
         costs = {c["name"]: OperatorCost(**c) for c in json.loads((tmp_path / "des.json").read_text())["costs"]}
         if mode == "des":
-            analytic = sum(c.des_bytes for c in costs.values()) * B
+            analytic = sum(c.des_bytes for c in costs.values()) * B  # costs are per sample here
             assert res["bytes"]["all_to_all:partial"] == pytest.approx(analytic, rel=1e-9)
         else:
             analytic = sum(c.table_wise_bytes for c in costs.values()) * B
             assert res["bytes"]["all_to_all:other"] == pytest.approx(analytic, rel=1e-9)
             assert "all_to_all:partial" not in res["bytes"]
-    ids = [json.loads((tmp_path / f"{m}.json").read_text())["bytes"]["all_to_all:ids"] for m in ("des", "torchrec")]
-    assert ids[0] == ids[1]  # the id distribution is shared
+    des, tw = (json.loads((tmp_path / f"{m}.json").read_text())["bytes"] for m in ("des", "torchrec"))
+    assert des["all_to_all:ids"] == tw["all_to_all:ids"]  # the id distribution is shared
+    # table-wise replicates W_f, so DDP all-reduces it: 2 (N-1) |W| floats more in total
+    w = sum(c.field_params for c in costs.values())
+    assert tw["all_reduce:other"] - des["all_reduce:other"] == pytest.approx(2 * (world - 1) * w * 4, rel=1e-6)
 
 
 def test_dlrm_has_no_split_and_falls_back_to_torchrec():
