@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -29,7 +29,7 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from lightning_des.distributed.collectives import Collective, reduce_scatter_rows
-from lightning_des.distributed.sharders import DESEmbeddingBagCollectionSharder, LocalPooled
+from lightning_des.distributed.sharders import DES_SHARDING_TYPES, DESEmbeddingBagCollectionSharder, LocalPooled
 from lightning_des.distributed.substitution import Mode, OperatorCost, choose_operators
 from lightning_des.models.recsys.nets import RecsysNet, SumOverFieldsHead
 
@@ -114,6 +114,21 @@ def table_constraints(net: RecsysNet, extra: dict[str, dict[str, Any]] | None = 
     return out
 
 
+def plan_tables(
+    module: nn.Module,
+    env: ShardingEnv,
+    sharder: DESEmbeddingBagCollectionSharder,
+    constraints: dict[str, ParameterConstraints],
+    local_world_size: int | None = None,
+    compute_device: str = "cpu",
+) -> ShardingPlan:
+    """TorchRec's planner over ``module``'s embedding collections (collectively: every rank
+    gets rank 0's plan)."""
+    topology = Topology(world_size=env.world_size, compute_device=compute_device, local_world_size=local_world_size or env.world_size)
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+    return planner.collective_plan(module, [sharder], env.process_group)
+
+
 def shard_des(
     net: RecsysNet,
     env: ShardingEnv,
@@ -124,6 +139,7 @@ def shard_des(
     constraints: dict[str, dict[str, Any]] | None = None,
     local_world_size: int | None = None,
     global_batch: int = 0,
+    sharding_types: Sequence[str] = DES_SHARDING_TYPES,
 ) -> tuple[DistributedModelParallel, DESPlan]:
     """Shard ``net`` for DES (or TorchRec table-wise where DES does not pay or apply).
 
@@ -131,17 +147,17 @@ def shard_des(
     lookup kernel); dense-kernel tables keep ordinary parameters for the caller's optimizer.
     All ranks must pass identically initialised ``net`` s (same seed). ``global_batch`` (B,
     summed over ranks) lets the cost model count the all-reduce that table-wise sharding needs
-    for the replicated ``W_f``; 0 compares per sample.
+    for the replicated ``W_f``; 0 compares per sample. ``sharding_types`` are those the planner
+    may use for collections that do not go through DES (benchmarks compare TorchRec's types;
+    pick one per table with ``constraints``).
     """
     pg = env.process_group
     n, rank = env.world_size, env.rank
     des_ops, costs = choose_operators(net, n, mode, global_batch)
     wrapped: nn.Module = DESNet(net, des_ops, collective) if isinstance(net.head, SumOverFieldsHead) else net
     cons = table_constraints(net, constraints)
-    sharder = DESEmbeddingBagCollectionSharder(des_modules={m for m in TABLE_MODULES if m in des_ops})
-    topology = Topology(world_size=n, compute_device=device.type, local_world_size=local_world_size or n)
-    planner = EmbeddingShardingPlanner(topology=topology, constraints=cons)
-    plan = planner.collective_plan(wrapped, [sharder], pg) if pg is not None else planner.plan(wrapped, [sharder])
+    sharder = DESEmbeddingBagCollectionSharder(des_modules={m for m in TABLE_MODULES if m in des_ops}, sharding_types=sharding_types)
+    plan = plan_tables(wrapped, env, sharder, cons, local_world_size, device.type)
     des_plan = DESPlan(plan, des_ops, costs)
     # The fused kernel needs widths that are multiples of 4; TorchRec's planner only offers the
     # dense kernel with data-parallel sharding, but table-wise lookups run it fine, so 1-dim
@@ -152,6 +168,8 @@ def shard_des(
         if ebc is None:
             continue
         for cfg in ebc.embedding_bag_configs():
+            if plan.plan[name][cfg.name].compute_kernel == "dense":
+                continue
             if cfg.embedding_dim % 4:
                 plan.plan[name][cfg.name].compute_kernel = "dense"
             else:
