@@ -3,9 +3,10 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/lightning-des
 
 .PHONY: install data demo test
-install: $(PY)
-$(PY):
+install: $(VENV)/.installed
+$(VENV)/.installed: scripts/install.sh requirements-cpu.txt pyproject.toml
 	VENV=$(VENV) scripts/install.sh
+	touch $@
 
 data: install
 	$(CLI) data prepare movielens100k
@@ -13,5 +14,5 @@ data: install
 demo: data
 	$(CLI) fit --config recipes/deepfm_movielens_des.yaml
 
-test: install
+test: data
 	$(VENV)/bin/python -m pytest -q -x --durations=15 tests

@@ -4,6 +4,8 @@
   (jsonargparse) over the recommender models and CTR data modules; the data module's schema
   is linked into the model, so recipes never repeat field names or vocabulary sizes.
 * ``lightning-des data prepare {movielens100k,adult,all}``: fetch real data once into the cache.
+* ``lightning-des checkpoint consolidate DIR OUT.ckpt``: a sharded DES checkpoint as one
+  ordinary checkpoint, for single-process inference (``predict --ckpt_path OUT.ckpt``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,28 @@ def data_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def checkpoint_main(argv: Sequence[str]) -> int:
+    import torch
+
+    from lightning_des.distributed.checkpoint import consolidate
+
+    parser = argparse.ArgumentParser(prog="lightning-des checkpoint", description="Work with sharded DES checkpoints.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    cons = sub.add_parser("consolidate", help="merge a DES checkpoint directory into one single-process .ckpt")
+    cons.add_argument("src", type=Path, help="the DES checkpoint directory (rank*.pt inside)")
+    cons.add_argument("dst", type=Path, help="the .ckpt file to write")
+    args = parser.parse_args(argv)
+    try:
+        ckpt = consolidate(args.src)
+    except FileNotFoundError as err:
+        print(f"lightning-des checkpoint consolidate: {err}", file=sys.stderr)
+        return 1
+    args.dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, args.dst)
+    print(f"{args.dst}: {len(ckpt['state_dict'])} tensors; load with Model.load_from_checkpoint or --ckpt_path")
+    return 0
+
+
 def cli_main(args: Sequence[str] | None = None, run: bool = True) -> DESLightningCLI:
     """Build (and by default run) the LightningCLI; ``args`` as for ``LightningCLI(args=...)``."""
     return DESLightningCLI(
@@ -68,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["data"]:
         return data_main(argv[1:])
+    if argv[:1] == ["checkpoint"]:
+        return checkpoint_main(argv[1:])
     cli_main(argv)
     return 0
 

@@ -10,7 +10,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from lightning_des import DESStrategy
-from lightning_des.distributed.checkpoint import consolidate
+from lightning_des.cli import main
 from lightning_des.distributed.launch import spawn
 from lightning_des.distributed.substitution import OperatorCost, choose_operators
 from lightning_des.models.recsys import DeepFM
@@ -84,11 +84,12 @@ def test_lightning_fit_resume_and_consolidate(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
 
-    ckpt = consolidate(ckpts[1])
-    model = DeepFM(**ckpt["hyper_parameters"])
-    model.load_state_dict(ckpt["state_dict"], strict=True)
+    out = tmp_path / "single.ckpt"
+    assert main(["checkpoint", "consolidate", str(ckpts[1]), str(out)]) == 0
+    model = DeepFM.load_from_checkpoint(out)  # single process, strict
     for k, v in a.items():
         torch.testing.assert_close(model.state_dict()["net." + k], v)
+    assert main(["checkpoint", "consolidate", str(tmp_path), str(out)]) == 1  # not a DES checkpoint
 
     stats = json.loads((full / "comm.json").read_text())
     assert stats["steps"] == 8 and stats["all_to_all:partial"] > 0 and stats["all_to_all:ids"] > 0

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from typing import Any, Literal, Sequence
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -139,6 +140,11 @@ class CTRModule(pl.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, self.test_auc, self.test_logloss, "test")
+
+    def on_fit_end(self) -> None:
+        m = self.trainer.callback_metrics
+        if "val_auc" in m and "val_logloss" in m:
+            rank_zero_info(f"validation AUC {m['val_auc'].item():.4f}, logloss {m['val_logloss'].item():.4f} (last epoch)")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return torch.sigmoid(self(batch.dense_features, batch.sparse_features))
