@@ -22,8 +22,10 @@ from typing import Any, Iterable, Sequence
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.profiler import record_function
 from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, DistributedModelParallel
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
+from torchrec.distributed.planner.types import KernelConfig, TopologyFactory, TrainerConfig
 from torchrec.distributed.types import ShardingEnv, ShardingPlan
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -55,32 +57,31 @@ class DESNet(nn.Module):
     def forward(self, dense: Tensor, kjt: KeyedJaggedTensor) -> Tensor:
         head: SumOverFieldsHead = self.head
         b = dense.shape[0]
-        out_w = self.wide(kjt) if self.wide is not None else None
-        out_d = self.deep(kjt) if self.deep is not None else None
-        sizes = next((o.batch_size_per_rank for o in (out_w, out_d) if isinstance(o, LocalPooled)), None)
+        with record_function("des/lookup"):  # ids to table owners, pooled lookups
+            outs = {n: getattr(self, n)(kjt) if getattr(self, n) is not None else None for n in TABLE_MODULES}
         parts: dict[str, Tensor] = {}
-        for name, out, fn, dim in (
-            ("wide", out_w, head.wide_partial, head.wide_partial_dim),
-            ("deep", out_d, head.deep_partial, head.deep_partial_dim),
-        ):
-            if not dim:
-                continue
-            if out is None:
-                parts[name] = head._zeros(b, dim)
-            elif isinstance(out, LocalPooled):
-                parts[name] = fn(out.values, sum(out.batch_size_per_rank))  # (B_global, P_op)
-            else:
-                parts[name] = fn(out.to_dict(), b)  # (B_local, P_op)
-        des = [n for n in ("wide", "deep") if n in parts and isinstance({"wide": out_w, "deep": out_d}[n], LocalPooled)]
+        with record_function("des/partial"):
+            for name, fn, dim in (("wide", head.wide_partial, head.wide_partial_dim), ("deep", head.deep_partial, head.deep_partial_dim)):
+                out = outs[name]
+                if not dim:
+                    continue
+                if out is None:
+                    parts[name] = head._zeros(b, dim)
+                elif isinstance(out, LocalPooled):
+                    parts[name] = fn(out.values, sum(out.batch_size_per_rank))  # (B_global, P_op)
+                else:
+                    parts[name] = fn(out.to_dict(), b)  # (B_local, P_op): TorchRec already sent pooled rows
+        des = [n for n in parts if isinstance(outs[n], LocalPooled)]
         if des:
             x = torch.cat([parts[n] for n in des], dim=1)
             if torch.is_grad_enabled() and not x.requires_grad:
                 x.requires_grad_()  # a rank without local tables must still join the backward collective
-            s = reduce_scatter_rows(x, sizes, self.collective)  # (B_local, sum P_op)
+            with record_function("des/reduce_scatter"):
+                s = reduce_scatter_rows(x, outs[des[0]].batch_size_per_rank, self.collective)  # (B_local, sum P_op)
             for n, piece in zip(des, torch.split(s, [parts[n].shape[1] for n in des], dim=1)):
                 parts[n] = piece
-        s = torch.cat([parts[n] for n in ("wide", "deep") if n in parts], dim=1)
-        return head.post(s, dense)
+        with record_function("des/post"):
+            return head.post(torch.cat([parts[n] for n in TABLE_MODULES if n in parts], dim=1), dense)
 
 
 @dataclass
@@ -124,7 +125,10 @@ def plan_tables(
 ) -> ShardingPlan:
     """TorchRec's planner over ``module``'s embedding collections (collectively: every rank
     gets rank 0's plan)."""
-    topology = Topology(world_size=env.world_size, compute_device=compute_device, local_world_size=local_world_size or env.world_size)
+    topology = TopologyFactory.create_topology(
+        TrainerConfig(world_size=env.world_size, local_world_size=local_world_size or env.world_size),
+        kernel_config=KernelConfig(compute_device=compute_device),
+    )
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
     return planner.collective_plan(module, [sharder], env.process_group)
 

@@ -193,3 +193,15 @@ def test_datamodule_argument_errors(tmp_path):
         CTRDataModule("x", batch_size=0)
     with pytest.raises(ValueError, match="spec must be a ColumnSpec or 'criteo', got 'avazu'"):
         CTRDataModule("x", spec="avazu")
+
+
+def test_loader_workers_give_the_same_batches(criteo_file, tmp_path):
+    rows = [criteo_row(str(i % 2), cats=[f"{i % 7}"] * 26) for i in range(60)]
+    p = tmp_path / "w.txt"
+    p.write_text("\n".join(rows) + "\n")
+    plain = list(CTRDataModule(str(p), batch_size=4).val_dataloader())
+    workers = list(CTRDataModule(str(p), batch_size=4, num_workers=2).val_dataloader())
+    assert len(plain) == len(workers) == 2
+    for a, b in zip(plain, workers):
+        assert torch.equal(a.sparse_features.values(), b.sparse_features.values())
+        assert torch.equal(a.dense_features, b.dense_features)
