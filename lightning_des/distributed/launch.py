@@ -6,8 +6,21 @@ import os
 import socket
 from typing import Any, Callable
 
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+
+def cpu_threads_per_process(local_processes: int) -> int:
+    """Give each of ``local_processes`` CPU processes an equal share of the cores, unless
+    ``OMP_NUM_THREADS`` says otherwise. Without it every process starts one OpenMP thread per
+    core and their spin-waits fight: a fused-embedding backward measured 3.5 s instead of
+    0.9 ms with 4 processes on 2 cores. (torchrun sets OMP_NUM_THREADS=1 for the same reason.)"""
+    if "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    n = max(1, (os.cpu_count() or 1) // max(local_processes, 1))
+    torch.set_num_threads(n)
+    return n
 
 
 def free_port() -> int:
@@ -25,6 +38,7 @@ def _entry(rank: int, fn: Callable[..., Any], world_size: int, port: int, backen
         WORLD_SIZE=str(world_size),
         LOCAL_WORLD_SIZE=str(world_size),  # TorchRec's get_local_size assumes 8 without it
     )
+    cpu_threads_per_process(world_size)
     if backend == "counting":
         from lightning_des.distributed import comm
 

@@ -34,6 +34,7 @@ from lightning_des.distributed import checkpoint as ckpt_io
 from lightning_des.distributed import comm
 from lightning_des.distributed.collectives import Collective
 from lightning_des.distributed.des_net import DESPlan, shard_des
+from lightning_des.distributed.launch import cpu_threads_per_process
 from lightning_des.distributed.substitution import Mode
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,9 @@ class DESStrategy(DDPStrategy):
 
         # TorchRec's get_local_size() assumes 8 when LOCAL_WORLD_SIZE is unset
         os.environ.setdefault("LOCAL_WORLD_SIZE", str(self.num_processes))
+        if self.root_device.type == "cpu":
+            threads = cpu_threads_per_process(self.num_processes)
+            log.info("DESStrategy: %d CPU threads per process (%d processes per node)", threads, self.num_processes)
         super().setup_environment()
 
     # -- model ---------------------------------------------------------------------------
