@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
+from lightning_des.distributed.state import shard_slices
+
 SHARDS = "__des_shards__"
 
 
@@ -77,7 +79,7 @@ def consolidate(path: str | Path) -> dict[str, Any]:
             if isinstance(val, Mapping) and SHARDS in val:
                 out = full.setdefault(key, torch.zeros(val["size"], dtype=val[SHARDS][0][2].dtype if val[SHARDS] else torch.float32))
                 for offsets, sizes, t in val[SHARDS]:
-                    out[tuple(slice(o, o + s) for o, s in zip(offsets, sizes))] = t
+                    out[shard_slices(offsets, sizes)] = t
             elif key not in full:
                 full[key] = val
     ckpt = {k: v for k, v in parts[0].items() if k not in ("state_dict", "optimizer_states", "des_fused_optimizer")}

@@ -144,6 +144,7 @@ def shard_des(
     local_world_size: int | None = None,
     global_batch: int = 0,
     sharding_types: Sequence[str] = DES_SHARDING_TYPES,
+    operators: Iterable[str] | None = None,
 ) -> tuple[DistributedModelParallel, DESPlan]:
     """Shard ``net`` for DES (or TorchRec table-wise where DES does not pay or apply).
 
@@ -153,11 +154,12 @@ def shard_des(
     summed over ranks) lets the cost model count the all-reduce that table-wise sharding needs
     for the replicated ``W_f``; 0 compares per sample. ``sharding_types`` are those the planner
     may use for collections that do not go through DES (benchmarks compare TorchRec's types;
-    pick one per table with ``constraints``).
+    pick one per table with ``constraints``). ``operators`` limits DES to some of
+    ``"wide"``/``"deep"`` (default: any that qualifies).
     """
     pg = env.process_group
     n, rank = env.world_size, env.rank
-    des_ops, costs = choose_operators(net, n, mode, global_batch)
+    des_ops, costs = choose_operators(net, n, mode, global_batch, operators)
     wrapped: nn.Module = DESNet(net, des_ops, collective) if isinstance(net.head, SumOverFieldsHead) else net
     cons = table_constraints(net, constraints)
     sharder = DESEmbeddingBagCollectionSharder(des_modules={m for m in TABLE_MODULES if m in des_ops}, sharding_types=sharding_types)

@@ -41,9 +41,6 @@ class LocalPooled:
     values: dict[str, Tensor]
     batch_size_per_rank: list[int]
 
-    def to_dict(self) -> dict[str, Tensor]:
-        return self.values
-
 
 class TaggedShardedEmbeddingBagCollection(ShardedEmbeddingBagCollection):
     """TorchRec's sharded EBC (any sharding type) with its id distribution tagged ``ids`` for

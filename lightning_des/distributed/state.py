@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
 
-def _slices(offsets: list[int], sizes: list[int]) -> tuple[slice, ...]:
+def shard_slices(offsets: list[int], sizes: list[int]) -> tuple[slice, ...]:
+    """The index of a shard (given by its offsets and sizes) inside the full tensor."""
     return tuple(slice(o, o + s) for o, s in zip(offsets, sizes))
 
 
@@ -41,7 +42,7 @@ def load_full_state_dict(module: nn.Module, full: Mapping[str, Tensor], strict: 
         if isinstance(dst, ShardedTensor):
             for shard in dst.local_shards():
                 md = shard.metadata
-                shard.tensor.copy_(src[_slices(md.shard_offsets, md.shard_sizes)])
+                shard.tensor.copy_(src[shard_slices(md.shard_offsets, md.shard_sizes)])
         else:
             if dst.shape != src.shape:
                 raise ValueError(f"{key}: shape {tuple(src.shape)} does not match {tuple(dst.shape)}")
@@ -70,5 +71,5 @@ def gather_full_state_dict(module: nn.Module, group=None) -> dict[str, Tensor]:
             if key not in out:
                 out[key] = torch.zeros(shape, dtype=dtype)
             for offsets, sizes, t in pieces:
-                out[key][_slices(offsets, sizes)] = t
+                out[key][shard_slices(offsets, sizes)] = t
     return out

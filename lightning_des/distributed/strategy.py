@@ -11,6 +11,7 @@ Instead of wrapping the LightningModule in DDP it shards ``module.net`` with
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -35,7 +36,7 @@ from lightning_des.distributed import comm
 from lightning_des.distributed.collectives import Collective
 from lightning_des.distributed.des_net import DESPlan, shard_des
 from lightning_des.distributed.launch import cpu_threads_per_process
-from lightning_des.distributed.substitution import Mode
+from lightning_des.distributed.substitution import OPERATORS, Mode
 
 log = logging.getLogger(__name__)
 _MODES = ("auto", "des", "torchrec")
@@ -64,6 +65,9 @@ class DESStrategy(DDPStrategy):
             table-wise sharding throughout.
         collective: how partial results are reduce-scattered: ``"auto"``, ``"all_to_all"``
             (all-to-all + local sum; right for gloo) or ``"reduce_scatter"`` (native; nccl).
+        operators: which substitutable operators DES may take: ``["wide", "deep"]`` (default,
+            both), i.e. the 1-dim LR tables and the ``d_f``-dim tables with what consumes them;
+            the others use TorchRec table-wise.
         constraints: TorchRec ``ParameterConstraints`` fields per table name, e.g.
             ``{"emb_user_id": {"pooling_factors": [1.0]}}`` (sharding stays table-wise).
         process_group_backend: ``"gloo"``, ``"nccl"`` or ``"counting"`` (gloo that counts bytes;
@@ -86,6 +90,7 @@ class DESStrategy(DDPStrategy):
         self,
         mode: Literal["auto", "des", "torchrec"] = "auto",
         collective: Literal["auto", "all_to_all", "reduce_scatter"] = "auto",
+        operators: list[Literal["wide", "deep"]] | None = None,
         constraints: dict[str, dict[str, Any]] | None = None,
         process_group_backend: str | None = None,
         start_method: Literal["popen", "fork"] = "popen",
@@ -102,6 +107,9 @@ class DESStrategy(DDPStrategy):
             raise ValueError(f"DESStrategy: collective must be one of {list(_COLLECTIVES)}, got {collective!r}")
         if start_method not in ("popen", "fork"):
             raise ValueError(f"DESStrategy: start_method must be 'popen' or 'fork', got {start_method!r}")
+        unknown = sorted(set(operators or ()) - set(OPERATORS))
+        if unknown:
+            raise ValueError(f"DESStrategy: operators must be among {list(OPERATORS)}, got {unknown}")
         if constraints is not None and not all(isinstance(v, Mapping) for v in constraints.values()):
             raise ValueError("DESStrategy: constraints must map table names to dicts of ParameterConstraints fields")
         super().__init__(
@@ -116,6 +124,7 @@ class DESStrategy(DDPStrategy):
         )
         self.mode: Mode = mode
         self.collective: Collective = collective
+        self.operators = list(operators) if operators is not None else None
         self.constraints = dict(constraints or {})
         self.des_plan: DESPlan | None = None
 
@@ -136,8 +145,6 @@ class DESStrategy(DDPStrategy):
 
     @override
     def setup_environment(self) -> None:
-        import os
-
         # TorchRec's get_local_size() assumes 8 when LOCAL_WORLD_SIZE is unset
         os.environ.setdefault("LOCAL_WORLD_SIZE", str(self.num_processes))
         if self.root_device.type == "cpu":
@@ -176,6 +183,7 @@ class DESStrategy(DDPStrategy):
             constraints=self.constraints,
             local_world_size=self.num_processes,
             global_batch=int(batch) * self.world_size,
+            operators=self.operators,
         )
         rank_zero_info(f"DESStrategy(mode={self.mode!r}) plan:\n{self.des_plan.describe()}")
 

@@ -25,7 +25,7 @@ payload summed over ranks:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Iterable, Literal
 
 from torch import nn
 
@@ -109,13 +109,23 @@ def operator_costs(net: nn.Module, world_size: int, global_batch: int = 0) -> li
     return costs
 
 
-def choose_operators(net: nn.Module, world_size: int, mode: Mode, global_batch: int = 0) -> tuple[set[str], list[OperatorCost]]:
+OPERATORS = ("wide", "deep")
+
+
+def choose_operators(
+    net: nn.Module, world_size: int, mode: Mode, global_batch: int = 0, allowed: Iterable[str] | None = None
+) -> tuple[set[str], list[OperatorCost]]:
     """The embedding collections (``"wide"``/``"deep"``) to run through DES, with their costs.
 
     ``auto`` on a model without a split returns no operators (TorchRec standard sharding).
+    ``allowed`` restricts DES to those operators (the others use TorchRec table-wise).
     """
     if mode not in ("auto", "des", "torchrec"):
         raise ValueError(f"mode must be auto, des or torchrec, got {mode!r}")
+    allowed = set(OPERATORS if allowed is None else allowed)
+    unknown = sorted(allowed - set(OPERATORS))
+    if unknown:
+        raise ValueError(f"unknown DES operators {unknown}; choose from {list(OPERATORS)}")
     if mode == "torchrec":
         return set(), []
     try:
@@ -125,5 +135,5 @@ def choose_operators(net: nn.Module, world_size: int, mode: Mode, global_batch: 
             raise
         return set(), []
     if mode == "des":
-        return {c.name for c in costs}, costs
-    return {c.name for c in costs if c.use_des}, costs
+        return {c.name for c in costs if c.name in allowed}, costs
+    return {c.name for c in costs if c.use_des and c.name in allowed}, costs

@@ -104,6 +104,8 @@ def test_registry_resolves_and_bad_options_fail():
         DESStrategy(collective="ring")
     with pytest.raises(ValueError, match="start_method must be 'popen' or 'fork', got 'spawn'"):
         DESStrategy(start_method="spawn")
+    with pytest.raises(ValueError, match=r"operators must be among \['wide', 'deep'\], got \['fm'\]"):
+        DESStrategy(operators=["fm"])
     with pytest.raises(TypeError, match="unexpected keyword argument 'sharding'"):
         DESStrategy(sharding="row_wise")
     with pytest.raises(ValueError, match="mode must be auto, des or torchrec"):
