@@ -240,8 +240,8 @@ def main() -> None:
         tmp.unlink()
     summary = summarize(rows)
     Path(a.out + ".json").write_text(json.dumps({"rows": rows, "summary": summary, "wall_s": time.time() - t0}, indent=1))
-    print(f"| N | model | F | L | d | H | DES MB/step | meas/analytic | table-wise MB | meas/analytic | DES saving vs TW (excl. ids / total) "
-          f"| vs PS (excl. ids / total) | auto ops | auto over best | samples/s DES / TW / PS |")
+    print("| N | model | F | L | d | H | DES MB/step | meas/analytic | table-wise MB | meas/analytic | DES saving vs TW (excl. ids / total) "
+          "| vs PS (excl. ids / total) | auto ops | auto over best | samples/s DES / TW / PS |")
     print("|" + "---|" * 15)
     for s in summary:
         print(f"| {s['world']} | {s['model']} | {s['F']} | {s['L']} | {s['d']} | {s['H']} | {s['des_changed'] / 1e6:.3f} | "

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.profiler import record_function
 from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, DistributedModelParallel
@@ -157,7 +156,6 @@ def shard_des(
     pick one per table with ``constraints``). ``operators`` limits DES to some of
     ``"wide"``/``"deep"`` (default: any that qualifies).
     """
-    pg = env.process_group
     n, rank = env.world_size, env.rank
     des_ops, costs = choose_operators(net, n, mode, global_batch, operators)
     wrapped: nn.Module = DESNet(net, des_ops, collective) if isinstance(net.head, SumOverFieldsHead) else net
