@@ -68,3 +68,22 @@ def test_des_recipe_runs_on_two_processes(recipe, tmp_path, movielens_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "plan:" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_des_validate_and_predict_from_sharded_checkpoint(tmp_path, movielens_path):
+    recipe = str(ROOT / "recipes" / "wdl_movielens_des.yaml")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    def run(*args):
+        cmd = [sys.executable, "-m", "lightning_des.cli", *args, "--config", recipe, "--trainer.default_root_dir", str(tmp_path),
+               "--trainer.limit_val_batches", "2", "--trainer.limit_predict_batches", "2", "--trainer.enable_progress_bar", "false"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    run("fit", "--trainer.max_steps", "3", "--trainer.limit_train_batches", "3")
+    ckpt = next(tmp_path.glob("lightning_logs/*/checkpoints/*.ckpt"))
+    out = run("validate", "--ckpt_path", str(ckpt))
+    assert "Restoring states from the checkpoint" in out and "val_auc" in out
+    run("predict", "--ckpt_path", str(ckpt))

@@ -194,6 +194,12 @@ class DESStrategy(DDPStrategy):
         self.precision_plugin.convert_module(self.model)
         self.model_to_device()
         self._shard()
+        if self.root_device.type == "cpu":
+            # fbgemm's CPU lookups have no inference-mode kernels ("... is only available for
+            # these backends: [CUDA, ...]"); Lightning already picks no_grad for plain gloo, but
+            # not for other CPU backends such as "counting"
+            for loop in (trainer.validate_loop, trainer.test_loop, trainer.predict_loop):
+                loop.inference_mode = False
         if trainer.state.fn == TrainerFn.FITTING:
             self.setup_optimizers(trainer)
         self.setup_precision_plugin()
