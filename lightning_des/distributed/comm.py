@@ -20,6 +20,7 @@ partial results ``partial`` and TorchRec's input distribution ``ids``; untagged 
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections import Counter
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ import torch.distributed as dist
 import torch._C._distributed_c10d as c10d
 
 BACKEND = "counting"
+_groups: list["CountingProcessGroup"] = []
 _state = threading.local()
 _counts: Counter[str] = Counter()
 _calls: Counter[str] = Counter()
@@ -79,6 +81,7 @@ class CountingProcessGroup(dist.ProcessGroup):
         self._n = world_size
         self._rank = rank
         self._group_name = self._group_desc = ""
+        _groups.append(self)
 
     def _add(self, kind: str, nbytes: float) -> None:
         key = f"{kind}:{_tag()}"
@@ -196,7 +199,18 @@ def _create(store, rank, world_size, timeout):
     return CountingProcessGroup(store, rank, world_size, timeout)
 
 
+def _release() -> None:
+    """Free the wrapped gloo backends while the interpreter is still alive. Left to interpreter
+    shutdown, their worker threads were sometimes destroyed unjoined and the process aborted
+    ("terminate called without an active exception") after a successful run. Registered with
+    ``atexit`` before Lightning registers ``destroy_process_group``, so it runs after it."""
+    for g in _groups:
+        g._inner = None
+    _groups.clear()
+
+
 def register() -> None:
     """Make ``"counting"`` a c10d backend name (idempotent; done on ``import lightning_des``)."""
     if BACKEND not in dist.Backend.backend_list:
         dist.Backend.register_backend(BACKEND, _create, devices=["cpu"])
+        atexit.register(_release)
