@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import Any, Callable
 
 import torch
@@ -44,10 +45,14 @@ def _entry(rank: int, fn: Callable[..., Any], world_size: int, port: int, backen
 
         comm.register()
     dist.init_process_group(backend, rank=rank, world_size=world_size)
-    try:
-        fn(rank, world_size, *args)
-    finally:
-        dist.destroy_process_group()
+    fn(rank, world_size, *args)  # an exception propagates to torch.multiprocessing, which reports it
+    dist.destroy_process_group()
+    # Leave without interpreter finalisation: destructors that ran there (a std::thread of the
+    # collective stack) sometimes aborted a rank that had finished its work ("terminate called
+    # without an active exception"), failing an otherwise successful run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def spawn(fn: Callable[..., Any], world_size: int, *args: Any, backend: str = "gloo") -> None:
