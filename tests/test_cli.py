@@ -60,27 +60,35 @@ def test_data_prepare_command(capsys):
         main(["data", "prepare", "imagenet"])
 
 
+def run_cli(args: list[str], cwd: Path, timeout: int = 240) -> str:
+    """Run ``lightning-des`` in a subprocess (Lightning's launcher starts the other ranks from
+    the same command line); on failure or timeout show the end of its output."""
+    cmd = [sys.executable, "-m", "lightning_des.cli", *args]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1", "MASTER_ADDR": "127.0.0.1"}
+    env.pop("MASTER_PORT", None)  # Lightning picks a free one
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, cwd=cwd, env=env)
+    except subprocess.TimeoutExpired as err:
+        out = err.output.decode() if isinstance(err.output, bytes) else (err.output or "")
+        pytest.fail(f"timed out after {timeout} s; output ends with:\n{out[-6000:]}")
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    return proc.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", DES, ids=lambda p: p.stem)
 def test_des_recipe_runs_on_two_processes(recipe, tmp_path, movielens_path):
-    cmd = [sys.executable, "-m", "lightning_des.cli", "fit", "--config", str(recipe),
-           "--trainer.default_root_dir", str(tmp_path), *TINY]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "plan:" in proc.stdout + proc.stderr
+    out = run_cli(["fit", "--config", str(recipe), "--trainer.default_root_dir", str(tmp_path), *TINY], tmp_path)
+    assert "plan:" in out
 
 
 @pytest.mark.slow
 def test_des_validate_and_predict_from_sharded_checkpoint(tmp_path, movielens_path):
     recipe = str(ROOT / "recipes" / "wdl_movielens_des.yaml")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
     def run(*args):
-        cmd = [sys.executable, "-m", "lightning_des.cli", *args, "--config", recipe, "--trainer.default_root_dir", str(tmp_path),
-               "--trainer.limit_val_batches", "2", "--trainer.limit_predict_batches", "2", "--trainer.enable_progress_bar", "false"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc.stdout + proc.stderr
+        return run_cli([*args, "--config", recipe, "--trainer.default_root_dir", str(tmp_path), "--trainer.limit_val_batches", "2",
+                        "--trainer.limit_predict_batches", "2", "--trainer.enable_progress_bar", "false"], tmp_path)
 
     run("fit", "--trainer.max_steps", "3", "--trainer.limit_train_batches", "3")
     ckpt = next(tmp_path.glob("lightning_logs/*/checkpoints/*.ckpt"))

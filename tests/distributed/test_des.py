@@ -63,7 +63,8 @@ def test_lightning_fit_resume_and_consolidate(tmp_path):
     """Resume after epoch 1 gives the same epoch-2 losses and weights as an uninterrupted run;
     the sharded checkpoint consolidates into a single-process DeepFM."""
     script = Path(des_workers.__file__).with_name("des_fit_script.py")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1"}
+    env.pop("MASTER_PORT", None)
 
     def run(out, epochs, ckpt=None):
         cmd = [sys.executable, str(script), str(out), str(epochs)] + ([str(ckpt)] if ckpt else [])
@@ -120,6 +121,11 @@ def test_slurm_environment_resolves_ranks(monkeypatch):
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    # SLURMEnvironment writes MASTER_ADDR/MASTER_PORT into os.environ; let monkeypatch undo that,
+    # or later multi-process tests would try to reach "node1"
+    for var in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(var, "")  # records the value to restore ...
+        monkeypatch.delenv(var)  # ... and leaves it unset for SLURMEnvironment to fill
     t = Trainer(strategy="des", accelerator="cpu", devices=2, num_nodes=2, logger=False)
     s = t.strategy
     assert isinstance(s, DESStrategy) and isinstance(s.cluster_environment, SLURMEnvironment)
