@@ -34,11 +34,11 @@ def _close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
         raise AssertionError(f"{what}: max abs diff {err:.3g} > {TOL}")
 
 
-def equivalence(rank: int, world: int, model: str, sparse_optimizer: str, steps: int = 5) -> None:
+def equivalence(rank: int, world: int, model: str, sparse_optimizer: str, steps: int = 5, **model_kw) -> None:
     """DES vs a single-process reference on the same global batches: outputs, loss, every
     gradient that exists outside the fused kernels, and all parameters after ``steps`` steps."""
     data = make_synthetic(SPEC)
-    ref, mod = build(model, sparse_optimizer), build(model, sparse_optimizer)
+    ref, mod = build(model, sparse_optimizer, **model_kw), build(model, sparse_optimizer, **model_kw)
     env = ShardingEnv.from_process_group(dist.group.WORLD)
     mod.net, plan = shard_des(mod.net, env, torch.device("cpu"), mod.sparse_optimizer_spec(), mode="des")
     load_full_state_dict(mod.net, {k[4:]: v for k, v in ref.state_dict().items() if k.startswith("net.")})
@@ -88,6 +88,13 @@ def many_models(rank: int, world: int, sparse_optimizer: str) -> None:
             equivalence(rank, world, model, sparse_optimizer)
         except AssertionError as err:
             raise AssertionError(f"{model}, world {world}, {sparse_optimizer}: {err}") from None
+
+
+def mixed_widths(rank: int, world: int) -> None:
+    """Per-field embedding widths (as an embedding-size search would choose): the FM
+    projections A_f live with their tables too."""
+    for model in ("FactorizationMachine", "DeepFM"):
+        equivalence(rank, world, model, "adagrad", embedding_dims={"C1": 4, "C2": 12, "C4": 16})
 
 
 def collective(rank: int, world: int) -> None:

@@ -27,6 +27,10 @@ def test_equivalence_with_single_process_reference(world, optimizer):
     spawn(des_workers.many_models, world, optimizer)
 
 
+def test_equivalence_with_mixed_embedding_widths():
+    spawn(des_workers.mixed_widths, 2)
+
+
 def test_reduce_scatter_rows_uneven_batches():
     spawn(des_workers.collective, 3)
 
