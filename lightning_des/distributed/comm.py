@@ -35,7 +35,6 @@ BACKEND = "counting"
 _groups: list["CountingProcessGroup"] = []
 _state = threading.local()
 _counts: Counter[str] = Counter()
-_calls: Counter[str] = Counter()
 
 
 def _tag() -> str:
@@ -58,13 +57,8 @@ def snapshot() -> dict[str, int]:
     return dict(_counts)
 
 
-def call_counts() -> dict[str, int]:
-    return dict(_calls)
-
-
 def reset() -> None:
     _counts.clear()
-    _calls.clear()
 
 
 def _nbytes(ts) -> int:
@@ -86,7 +80,6 @@ class CountingProcessGroup(dist.ProcessGroup):
     def _add(self, kind: str, nbytes: float) -> None:
         key = f"{kind}:{_tag()}"
         _counts[key] += int(nbytes)
-        _calls[key] += 1
 
     def getBackendName(self) -> str:  # noqa: N802 (c10d's names)
         return BACKEND

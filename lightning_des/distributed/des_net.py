@@ -16,7 +16,7 @@ in ``DistributedModelParallel`` (which DDP-wraps the replicated dense layers, ``
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -90,7 +90,6 @@ class DESPlan:
     plan: ShardingPlan
     des_operators: set[str]
     costs: list[OperatorCost]
-    local_fields: dict[str, list[str]] = field(default_factory=dict)
 
     def describe(self) -> str:
         lines = [c.describe() + ("  -> DES" if c.name in self.des_operators else "  -> table-wise") for c in self.costs]
@@ -191,7 +190,6 @@ def shard_des(
         for f in list(head.field_ops):
             if f not in owned:
                 del head.field_ops[f]
-        des_plan.local_fields["deep"] = sorted(owned)
         ignore = [f"head.field_ops.{name}" for name, _ in head.field_ops.named_parameters()]
     dmp = DistributedModelParallel(
         wrapped,
