@@ -43,14 +43,15 @@ class DESNet(nn.Module):
 
     Args:
         net: the unsharded network (its modules are reused, not copied).
-        des_operators: which of ``"wide"``/``"deep"`` run through DES.
         collective: see :func:`~lightning_des.distributed.collectives.reduce_scatter_rows`.
+
+    Which operators run through DES is decided by the sharder: a collection sharded for DES
+    returns :class:`LocalPooled`, any other its usual pooled embeddings.
     """
 
-    def __init__(self, net: RecsysNet, des_operators: Iterable[str], collective: Collective = "auto") -> None:
+    def __init__(self, net: RecsysNet, collective: Collective = "auto") -> None:
         super().__init__()
         self.head, self.wide, self.deep = net.head, net.wide, net.deep
-        self.des_operators = frozenset(des_operators)
         self.collective = collective
 
     def forward(self, dense: Tensor, kjt: KeyedJaggedTensor) -> Tensor:
@@ -157,7 +158,7 @@ def shard_des(
     """
     n, rank = env.world_size, env.rank
     des_ops, costs = choose_operators(net, n, mode, global_batch, operators)
-    wrapped: nn.Module = DESNet(net, des_ops, collective) if isinstance(net.head, SumOverFieldsHead) else net
+    wrapped: nn.Module = DESNet(net, collective) if isinstance(net.head, SumOverFieldsHead) else net
     cons = table_constraints(net, constraints)
     sharder = DESEmbeddingBagCollectionSharder(des_modules={m for m in TABLE_MODULES if m in des_ops}, sharding_types=sharding_types)
     plan = plan_tables(wrapped, env, sharder, cons, local_world_size, device.type)

@@ -66,11 +66,6 @@ class DESShardedEmbeddingBagCollection(TaggedShardedEmbeddingBagCollection):
         self._local_names: list[str] = list(sharding.embedding_names_per_rank()[rank])
         self._local_dims: list[int] = list(sharding._emb_dim_per_rank_per_feature()[rank])
 
-    @property
-    def local_features(self) -> list[str]:
-        """The features whose tables live on this rank, in lookup-output column order."""
-        return list(self._local_names)
-
     def compute_and_output_dist(self, ctx: EmbeddingBagCollectionContext, input: KJTList) -> LocalPooled:  # type: ignore[override]
         sctx = ctx.sharding_contexts[0]
         sizes = [int(b) for b in sctx.batch_size_per_rank] if sctx.batch_size_per_rank else None
