@@ -19,23 +19,7 @@ import torch
 from torch import Tensor
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
-from lightning_des.distributed.state import shard_slices
-
-SHARDS = "__des_shards__"
-
-
-def to_local(obj: Any) -> Any:
-    """Replace every ``ShardedTensor`` in a nested structure by its local shards."""
-    if isinstance(obj, ShardedTensor):
-        return {
-            SHARDS: [(list(s.metadata.shard_offsets), list(s.metadata.shard_sizes), s.tensor.detach().clone()) for s in obj.local_shards()],
-            "size": list(obj.size()),
-        }
-    if isinstance(obj, Mapping):
-        return {k: to_local(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_local(v) for v in obj)
-    return obj
+from lightning_des.distributed.state import SHARDS, merge_local
 
 
 @torch.no_grad()
@@ -73,15 +57,7 @@ def consolidate(path: str | Path) -> dict[str, Any]:
     if not files:
         raise FileNotFoundError(f"{path} holds no rank*.pt files: not a DES checkpoint")
     parts = [torch.load(f, map_location="cpu", weights_only=False) for f in files]
-    full: dict[str, Tensor] = {}
-    for part in parts:
-        for key, val in part["state_dict"].items():
-            if isinstance(val, Mapping) and SHARDS in val:
-                out = full.setdefault(key, torch.zeros(val["size"], dtype=val[SHARDS][0][2].dtype if val[SHARDS] else torch.float32))
-                for offsets, sizes, t in val[SHARDS]:
-                    out[shard_slices(offsets, sizes)] = t
-            elif key not in full:
-                full[key] = val
+    full = merge_local(p["state_dict"] for p in parts)
     ckpt = {k: v for k, v in parts[0].items() if k not in ("state_dict", "optimizer_states", "des_fused_optimizer")}
     ckpt["state_dict"] = full
     ckpt["optimizer_states"] = []

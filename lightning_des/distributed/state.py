@@ -11,7 +11,7 @@ wrapper prefixes), so the result loads straight into a single-process model for 
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -49,27 +49,44 @@ def load_full_state_dict(module: nn.Module, full: Mapping[str, Tensor], strict: 
             dst.copy_(src)
 
 
+SHARDS = "__des_shards__"
+
+
+def to_local(obj: Any) -> Any:
+    """Replace every ``ShardedTensor`` in a nested structure by its local shards (offsets,
+    sizes, tensor) plus its global size and dtype; other values are kept."""
+    if isinstance(obj, ShardedTensor):
+        return {
+            SHARDS: [(list(s.metadata.shard_offsets), list(s.metadata.shard_sizes), s.tensor.detach().clone()) for s in obj.local_shards()],
+            "size": list(obj.size()),
+            "dtype": obj.dtype,
+        }
+    if isinstance(obj, Mapping):
+        return {k: to_local(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_local(v) for v in obj)
+    return obj
+
+
+def merge_local(parts: Iterable[Mapping[str, Any]]) -> dict[str, Tensor]:
+    """Unsharded tensors from several ranks' :func:`to_local` state dicts: shards go to their
+    offsets; a plain tensor (replicated, or held by one rank such as ``W_f``) is taken from the
+    first rank that has it."""
+    full: dict[str, Tensor] = {}
+    for part in parts:
+        for key, val in part.items():
+            if isinstance(val, Mapping) and SHARDS in val:
+                out = full.setdefault(key, torch.zeros(val["size"], dtype=val["dtype"]))
+                for offsets, sizes, t in val[SHARDS]:
+                    out[shard_slices(offsets, sizes)] = t.cpu()
+            elif key not in full:
+                full[key] = val.detach().cpu()
+    return full
+
+
 @torch.no_grad()
 def gather_full_state_dict(module: nn.Module, group=None) -> dict[str, Tensor]:
     """The unsharded state dict of a DES-sharded ``module``, on every rank (collective)."""
-    own = module.state_dict()
-    shapes: dict[str, tuple[list[int], torch.dtype]] = {}
-    local: dict[str, list[tuple[list[int], list[int], Tensor]]] = {}
-    for key, t in own.items():
-        if isinstance(t, ShardedTensor):
-            shapes[key] = (list(t.size()), t.dtype)
-            local[key] = [(s.metadata.shard_offsets, s.metadata.shard_sizes, s.tensor.detach().cpu()) for s in t.local_shards()]
-        else:
-            shapes[key] = (list(t.shape), t.dtype)
-            local[key] = [([0] * t.dim(), list(t.shape), t.detach().cpu())]
-    everyone: list[dict] = [None] * dist.get_world_size(group)  # type: ignore[list-item]
-    dist.all_gather_object(everyone, (shapes, local), group=group)
-    out: dict[str, Tensor] = {}
-    for shapes_r, local_r in everyone:
-        for key, pieces in local_r.items():
-            shape, dtype = shapes_r[key]
-            if key not in out:
-                out[key] = torch.zeros(shape, dtype=dtype)
-            for offsets, sizes, t in pieces:
-                out[key][shard_slices(offsets, sizes)] = t
-    return out
+    everyone: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(everyone, to_local(module.state_dict()), group=group)
+    return merge_local(everyone)

@@ -36,6 +36,7 @@ from lightning_des.distributed import comm
 from lightning_des.distributed.collectives import Collective
 from lightning_des.distributed.des_net import DESPlan, shard_des
 from lightning_des.distributed.launch import cpu_threads_per_process
+from lightning_des.distributed.state import to_local
 from lightning_des.distributed.substitution import OPERATORS, Mode
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,7 @@ class DESStrategy(DDPStrategy):
         fused = self._fused_optimizer()
         if fused is not None:
             checkpoint = {**checkpoint, "des_fused_optimizer": fused.state_dict()}
-        torch.save(ckpt_io.to_local(checkpoint), ckpt_io.rank_file(path, self.global_rank))
+        torch.save(to_local(checkpoint), ckpt_io.rank_file(path, self.global_rank))
 
     @override
     def load_checkpoint(self, checkpoint_path: _PATH, weights_only: bool | None = None) -> dict[str, Any]:
