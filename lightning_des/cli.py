@@ -4,6 +4,8 @@
   (jsonargparse) over the recommender models and CTR data modules; the data module's schema
   is linked into the model, so recipes never repeat field names or vocabulary sizes.
 * ``lightning-des data prepare {movielens100k,adult,all}``: fetch real data once into the cache.
+* ``lightning-des search --config recipes/adass_<model>_<data>.yaml``: AdaS&S embedding-size
+  search (supernet, search under a memory budget, retraining); see :mod:`lightning_des.adass`.
 * ``lightning-des checkpoint consolidate DIR OUT.ckpt``: a sharded DES checkpoint as one
   ordinary checkpoint, for single-process inference (``predict --ckpt_path OUT.ckpt``).
 """
@@ -94,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         return data_main(argv[1:])
     if argv[:1] == ["checkpoint"]:
         return checkpoint_main(argv[1:])
+    if argv[:1] == ["search"]:
+        from lightning_des.adass import search_main
+
+        return search_main(argv[1:])
     cli_main(argv)
     return 0
 

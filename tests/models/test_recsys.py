@@ -74,11 +74,30 @@ def test_mixed_embedding_sizes(batch):
         make(DLRM, embedding_dims={"C1": 2})
 
 
+@pytest.mark.parametrize("cls", [FactorizationMachine, DNN, DeepFM], ids=lambda c: c.__name__)
+def test_width_zero_drops_the_field(cls, batch):
+    """A field of width 0 has no deep table and no operator weights, and the model equals the
+    full-width one with that field's embedding zeroed (wide weights stay)."""
+    dropped = make(cls, embedding_dims={"C2": 0, "C3": 8})
+    names = [c.name for c in dropped.net.deep.embedding_bag_configs()]
+    assert names == ["emb_C1", "emb_C3", "emb_C4"] and "C2" not in dropped.net.head.field_ops
+    ref = make(cls, embedding_dims={"C3": 8})
+    # copy the surviving weights into the reference, zero C2's table there
+    sd = dropped.state_dict()
+    ref_sd = ref.state_dict()
+    for k, v in sd.items():
+        ref_sd[k].copy_(v)
+    ref_sd["net.deep.embedding_bags.emb_C2.weight"].zero_()
+    x, kjt = batch.dense_features, batch.sparse_features
+    torch.testing.assert_close(dropped(x, kjt), ref(x, kjt), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"embedding_dims": {"C9": 4}}, r"embedding_dims names unknown fields \['C9'\]"),
-        ({"embedding_dims": {"C1": 0}}, "embedding_dims must be >= 1"),
+        ({"embedding_dims": {"C1": -1}}, r"embedding_dims must be >= 0 \(0 drops the field\)"),
+        ({"embedding_dims": {f: 0 for f in SPEC.fields}}, "drops every field"),
         ({"embedding_dim": 0}, "embedding_dim must be >= 1, got 0"),
         ({"sparse_optimizer": "adam"}, r"sparse_optimizer must be one of \['adagrad', 'rowwise_adagrad', 'sgd'\], got 'adam'"),
     ],

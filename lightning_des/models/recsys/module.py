@@ -60,7 +60,9 @@ class CTRModule(pl.LightningModule):
     Args:
         schema: the data's :class:`CTRSchema` (LightningCLI links it from ``data.schema``).
         embedding_dim: default width of each field's deep table.
-        embedding_dims: per-field widths overriding ``embedding_dim`` (``{field: dim}``).
+        embedding_dims: per-field widths overriding ``embedding_dim`` (``{field: dim}``); 0 drops
+            the field's embedding (as an embedding-size search may choose; its 1-dim wide
+            weight, where the model has one, stays).
         sparse_optimizer: optimizer of the embedding tables: ``adagrad``, ``rowwise_adagrad``
             or ``sgd``.
         sparse_lr: its learning rate.
@@ -89,12 +91,14 @@ class CTRModule(pl.LightningModule):
         unknown = sorted(set(embedding_dims or {}) - set(self.schema.sparse_features))
         if unknown:
             raise ValueError(f"embedding_dims names unknown fields {unknown}; fields are {list(self.schema.sparse_features)}")
-        bad = {f: d for f, d in (embedding_dims or {}).items() if d < 1}
+        bad = {f: d for f, d in (embedding_dims or {}).items() if d < 0}
         if bad:
-            raise ValueError(f"embedding_dims must be >= 1, got {bad}")
+            raise ValueError(f"embedding_dims must be >= 0 (0 drops the field), got {bad}")
         self.save_hyperparameters(ignore=["schema"])
         self.hparams["schema"] = asdict(self.schema)
         self.field_dims = [(embedding_dims or {}).get(f, embedding_dim) for f in self.schema.sparse_features]
+        if not any(self.field_dims):
+            raise ValueError("embedding_dims drops every field (all widths 0); keep at least one")
         self.net = self.build_net()
         self.val_auc, self.test_auc = BinaryAUROC(), BinaryAUROC()
         self.val_logloss, self.test_logloss = MeanMetric(), MeanMetric()
@@ -107,7 +111,8 @@ class CTRModule(pl.LightningModule):
     def _tables(self, wide: bool, deep: bool, dims: Sequence[int] | None = None):
         s = self.schema
         w = make_tables("wide", s.sparse_features, s.cardinalities, [1] * len(s.sparse_features), s.multi_hot, 0.01) if wide else None
-        d = make_tables("emb", s.sparse_features, s.cardinalities, dims or self.field_dims, s.multi_hot) if deep else None
+        kept = [(f, n, d) for f, n, d in zip(s.sparse_features, s.cardinalities, dims or self.field_dims) if d > 0]
+        d = make_tables("emb", *zip(*kept), multi_hot=s.multi_hot) if deep else None  # width 0: no table
         return w, d
 
     def _sum_over_fields(self, wide: bool, fm: bool, deep: Sequence[int] | None, dropout: float = 0.0) -> RecsysNet:
@@ -120,11 +125,14 @@ class CTRModule(pl.LightningModule):
         return self.net(dense, kjt)
 
     # -- steps ---------------------------------------------------------------------------
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """Mean BCE as ``loss``; the detached per-sample losses ride along as
+        ``sample_losses`` for callbacks (AdaS&S's adaptive sampler reads them)."""
         logits = self(batch.dense_features, batch.sparse_features)
-        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        per_sample = F.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")
+        loss = per_sample.mean()
         self.log("train_loss", loss, prog_bar=True, batch_size=batch.labels.numel())
-        return loss
+        return {"loss": loss, "sample_losses": per_sample.detach()}
 
     def _eval_step(self, batch: Batch, auc: BinaryAUROC, logloss: MeanMetric, prefix: str) -> None:
         logits = self(batch.dense_features, batch.sparse_features)

@@ -100,7 +100,8 @@ class SumOverFieldsHead(nn.Module):
 
     Args:
         fields: sparse feature names, in schema order.
-        dims: deep embedding width ``d_f`` per field (ignored when neither FM nor deep is on).
+        dims: deep embedding width ``d_f`` per field (ignored when neither FM nor deep is on);
+            0 = the field has no deep table.
         num_dense: number of dense features.
         wide: add the per-field 1-dim (LR) term; needs the ``wide`` tables.
         fm_dim: FM width ``k`` (``None`` = no FM term).
@@ -131,7 +132,8 @@ class SumOverFieldsHead(nn.Module):
         fan_in = sum(dims) + num_dense
         width = self.deep[0] if self.deep else None
         if fm_dim is not None or width is not None:
-            self.field_ops = nn.ModuleDict({f: FieldOperator(self.dims[f], fm_dim, width, fan_in) for f in fields})
+            ops = {f: FieldOperator(d, fm_dim, width, fan_in) for f, d in self.dims.items() if d > 0}
+            self.field_ops = nn.ModuleDict(ops)  # a width-0 (dropped) field has no deep table
         else:
             self.field_ops = nn.ModuleDict()
         if width is not None:
