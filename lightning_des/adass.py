@@ -49,7 +49,7 @@ class SearchConfig:
     budget_params: int | None = None
     method: Literal["reinforce", "random"] = "reinforce"
     penalty: float = 0.01
-    iterations: int = 100
+    iterations: int = 300
     samples_per_iteration: int = 8
     lr: float = 0.3
     baseline_decay: float = 0.9

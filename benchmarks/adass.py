@@ -1,0 +1,222 @@
+"""AdaS&S on MovieLens-100k and Adult (DeepFM): uniform baselines, AdaS&S at two budgets,
+ablations (uniform sampling, no penalty, random search), stability over seeds, cost.
+
+    python benchmarks/adass.py [--datasets movielens adult] [--seeds 0 1 2 3 4] [--threads 1]
+    python benchmarks/adass.py --summarize          # table + PNG from the saved JSON
+
+Per dataset and seed: 5 uniform models (widths 4..64), one supernet per sampler (adaptive,
+uniform), searches from them (budgets 50% and 80% of uniform-16: reinforce with the penalty,
+reinforce without it, random search; the uniform-sampling supernet with reinforce), each
+result retrained from scratch with the recipe (early stopping on val logloss, best
+checkpoint) and tested. Rows are appended to benchmarks/results/adass.json as they finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+UNIFORM = (4, 8, 16, 32, 64)
+BUDGETS = (0.5, 0.8)
+SUPERNET_EPOCHS = 15
+
+
+def recipe(dataset: str) -> Path:
+    return ROOT / "recipes" / f"deepfm_{dataset}.yaml"
+
+
+def fit_and_test(dataset: str, seed: int, extra: list[str]) -> dict:
+    """Train the recipe (plus CLI overrides) from scratch; test the best checkpoint."""
+    from lightning_des.cli import cli_main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cli = cli_main(["--config", str(recipe(dataset)), *extra, "--seed_everything", str(seed),
+                        "--trainer.default_root_dir", tmp, "--trainer.enable_progress_bar", "false",
+                        "--trainer.logger", "false", "--trainer.enable_model_summary", "false"], run=False)
+        t0 = time.perf_counter()
+        cli.trainer.fit(cli.model, cli.datamodule)
+        fit_s = time.perf_counter() - t0
+        test = cli.trainer.test(cli.model, cli.datamodule, ckpt_path="best", verbose=False)[0]
+    params = sum(c.num_embeddings * c.embedding_dim for c in cli.model.net.deep.embedding_bag_configs())
+    return {"test_auc": test["test_auc"], "test_logloss": test["test_logloss"], "params": params, "fit_s": fit_s}
+
+
+def train_supernet(dataset: str, seed: int, sampler: str):
+    import lightning.pytorch as pl
+
+    from lightning_des.callbacks import AdaSSupernetCallback
+    from lightning_des.cli import cli_main
+
+    cli = cli_main(["--config", str(recipe(dataset)), "--seed_everything", str(seed)], run=False)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=SUPERNET_EPOCHS, callbacks=[AdaSSupernetCallback(sampler=sampler, seed=seed)],
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    t0 = time.perf_counter()
+    trainer.fit(cli.model, cli.datamodule)
+    return cli.model, cli.datamodule, time.perf_counter() - t0
+
+
+def run(dataset: str, seed: int, out: Path, done: set) -> None:
+    from lightning_des.callbacks.adass import search_with_supernet, write_sizes
+    from lightning_des.search.evaluate import SupernetEvaluator
+
+    def emit(row: dict) -> None:
+        row = {"dataset": dataset, "seed": seed, **row}
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "sizes"}), flush=True)
+
+    for d in UNIFORM:
+        if ("uniform", d, None) not in done:
+            emit({"method": "uniform", "dim": d, "budget": None, **fit_and_test(dataset, seed, ["--model.init_args.embedding_dim", str(d)])})
+    variants = {"adaptive": [("adass", "reinforce", 0.01), ("no_penalty", "reinforce", 0.0), ("random", "random", 0.01)],
+                "uniform": [("uniform_sampling", "reinforce", 0.01)]}
+    for sampler, methods in variants.items():
+        todo = [(name, m, p, b) for (name, m, p), b in itertools.product(methods, BUDGETS) if (name, None, b) not in done]
+        if not todo:
+            continue
+        model, dm, supernet_s = train_supernet(dataset, seed, sampler)
+        evaluator = SupernetEvaluator(model.net, dm.val_dataloader())
+        for name, method, penalty, budget in todo:
+            r = search_with_supernet(model, None, budget=budget, reference_dim=16, method=method, penalty=penalty, seed=seed, evaluator=evaluator)
+            with tempfile.TemporaryDirectory() as tmp:
+                sizes = write_sizes(r, Path(tmp) / "sizes.yaml")
+                res = fit_and_test(dataset, seed, ["--config", str(sizes)])
+            assert res["params"] == r.params <= r.budget, (res["params"], r.params, r.budget)
+            emit({"method": name, "dim": None, "budget": budget, "budget_params": r.budget, "sizes": r.sizes, "supernet_val_auc": r.score,
+                  "supernet_s": supernet_s, "search_s": r.seconds, "evaluations": r.evaluations, **res})
+
+
+# -- summary ------------------------------------------------------------------------------
+def _ranks(x: list[float]) -> np.ndarray:
+    a = np.asarray(x, dtype=float)
+    order = a.argsort(kind="stable")
+    r = np.empty(len(a))
+    r[order] = np.arange(len(a))
+    for v in np.unique(a):  # average ranks for ties
+        r[a == v] = r[a == v].mean()
+    return r
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    rx, ry = _ranks(x), _ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def stability(size_dicts: list[dict]) -> tuple[float, float]:
+    """(share of fields with the same size in every seed, mean pairwise Spearman of the size vectors)."""
+    fields = list(size_dicts[0])
+    same = statistics.mean(len({s[f] for s in size_dicts}) == 1 for f in fields)
+    rhos = [spearman([a[f] for f in fields], [b[f] for f in fields]) for a, b in itertools.combinations(size_dicts, 2)]
+    rhos = [r for r in rhos if r == r]
+    return same, (statistics.mean(rhos) if rhos else float("nan"))
+
+
+def summarize(rows: list[dict], png: Path | None) -> str:
+    def ms(v: list[float], p: int = 4) -> str:
+        return f"{statistics.mean(v):.{p}f} ± {statistics.stdev(v):.{p}f}" if len(v) > 1 else f"{v[0]:.{p}f}"
+
+    lines = []
+    for ds in sorted({r["dataset"] for r in rows}, key=["movielens", "adult"].index):
+        rs = [r for r in rows if r["dataset"] == ds]
+        u16 = [r for r in rs if r["method"] == "uniform" and r["dim"] == 16]
+        lines += [f"\n### DeepFM on {ds} ({len({r['seed'] for r in rs})} seeds)\n",
+                  "| method | budget | emb. params | test AUC | test logloss | same size | rank corr | supernet s | search s | retrain s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        groups = [("uniform", d, None) for d in UNIFORM] + [(m, None, b) for b in BUDGETS for m in ("adass", "uniform_sampling", "no_penalty", "random")]
+        for m, d, b in groups:
+            g = [r for r in rs if r["method"] == m and r["dim"] == d and r["budget"] == b]
+            if not g:
+                continue
+            label = f"uniform-{d}" if m == "uniform" else m
+            same, rho = stability([r["sizes"] for r in g]) if m != "uniform" and len(g) > 1 else (float("nan"), float("nan"))
+            stab = (f"{same:.2f}", f"{rho:.2f}") if same == same else ("", "")
+            cost = (f"{statistics.mean(r['supernet_s'] for r in g):.0f}", f"{statistics.mean(r['search_s'] for r in g):.0f}") if m != "uniform" else ("", "")
+            lines.append(f"| {label} | {'' if b is None else f'{b:.0%}'} | {statistics.mean(r['params'] for r in g):,.0f} | "
+                         f"{ms([r['test_auc'] for r in g])} | {ms([r['test_logloss'] for r in g])} | {stab[0]} | {stab[1]} | "
+                         f"{cost[0]} | {cost[1]} | {statistics.mean(r['fit_s'] for r in g):.0f} |")
+        if u16:
+            base = statistics.mean(r["test_auc"] for r in u16)
+            for b in BUDGETS:
+                g = [r for r in rs if r["method"] == "adass" and r["budget"] == b]
+                if g:
+                    lines.append(f"\nAdaS&S at {b:.0%}: {statistics.mean(r['test_auc'] for r in g) - base:+.4f} AUC vs uniform-16 "
+                                 f"({(1 - statistics.mean(r['params'] for r in g) / statistics.mean(r['params'] for r in u16)):.0%} fewer parameters)")
+    if png is not None:
+        _plot(rows, png)
+    return "\n".join(lines)
+
+
+def _plot(rows: list[dict], png: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no PNG (pip install matplotlib)")
+        return
+    datasets = sorted({r["dataset"] for r in rows}, key=["movielens", "adult"].index)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    marks = {"uniform": "o-", "adass": "*", "uniform_sampling": "s", "no_penalty": "^", "random": "x"}
+    for ax, ds in zip(axes[0], datasets):
+        rs = [r for r in rows if r["dataset"] == ds]
+        for m, mark in marks.items():
+            keys = sorted({(r["dim"], r["budget"]) for r in rs if r["method"] == m}, key=lambda k: (k[0] or 0, k[1] or 0))
+            pts = []
+            for d, b in keys:
+                g = [r for r in rs if r["method"] == m and r["dim"] == d and r["budget"] == b]
+                pts.append((statistics.mean(r["params"] for r in g), statistics.mean(r["test_auc"] for r in g),
+                            statistics.stdev(r["test_auc"] for r in g) if len(g) > 1 else 0.0))
+            if pts:
+                x, y, e = zip(*pts)
+                ax.errorbar(x, y, yerr=e, fmt=mark, label=m, capsize=3, markersize=9 if m == "adass" else 6)
+        ax.set_xscale("log")
+        ax.set(title=f"DeepFM on {ds}", xlabel="embedding parameters", ylabel="test AUC (mean ± std)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    print(f"wrote {png}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="*", default=["movielens", "adult"], choices=["movielens", "adult"])
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--out", default=str(RESULTS / "adass.jsonl"))
+    p.add_argument("--summarize", action="store_true", help="only print the table and write the PNG from --out")
+    p.add_argument("--png", default=str(RESULTS / "adass.png"))
+    args = p.parse_args()
+    out = Path(args.out)
+    if not args.summarize:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+        logging.getLogger("lightning_des").setLevel(logging.WARNING)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for ds in args.datasets:
+            for seed in args.seeds:
+                prev = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+                done = {(r["method"], r["dim"], r["budget"]) for r in prev if r["dataset"] == ds and r["seed"] == seed}
+                run(ds, seed, out, done)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    print(summarize(rows, Path(args.png) if args.png else None))
+
+
+if __name__ == "__main__":
+    main()
