@@ -139,16 +139,22 @@ def run_adass(
     return result
 
 
-def search_main(argv: list[str]) -> int:
-    """``lightning-des search --config <adass config>``: :func:`run_adass` from a YAML file
-    (keys: ``recipe``, ``output_dir``, ``seed``, ``supernet``, ``search``, ``retrain``);
-    unknown keys fail naming the key. ``recipe`` is looked up relative to the working
-    directory, then to the config file."""
+def search_parser():
+    """The jsonargparse parser of ``lightning-des search`` (``--config`` + :func:`run_adass`'s arguments)."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(prog="lightning-des search", description="AdaS&S: supernet, size search under a memory budget, retraining.")
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_function_arguments(run_adass, as_group=False)
+    return parser
+
+
+def search_main(argv: list[str]) -> int:
+    """``lightning-des search --config <adass config>``: :func:`run_adass` from a YAML file
+    (keys: ``recipe``, ``output_dir``, ``seed``, ``supernet``, ``search``, ``retrain``);
+    unknown keys fail naming the key. ``recipe`` is looked up relative to the working
+    directory, then to the config file."""
+    parser = search_parser()
     cfg = parser.parse_args(argv)
     recipe = Path(cfg.recipe)
     if not recipe.is_file() and cfg.get("config"):
