@@ -6,7 +6,8 @@ ablations (uniform sampling, no penalty, random search), stability over seeds, c
 
 Per dataset and seed: 5 uniform models (widths 4..64), one supernet per sampler (adaptive,
 uniform), searches from them (budgets 50% and 80% of uniform-16: reinforce with the penalty,
-reinforce without it, random search; the uniform-sampling supernet with reinforce), each
+reinforce without it, random search with as many supernet evaluations as AdaS&S used; the
+uniform-sampling supernet with reinforce), each
 result retrained from scratch with the recipe (early stopping on val logloss, best
 checkpoint) and tested. Rows are appended to benchmarks/results/adass.json as they finish.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import logging
 import statistics
 import tempfile
@@ -78,6 +80,7 @@ def run(dataset: str, seed: int, out: Path, done: set) -> None:
     for d in UNIFORM:
         if ("uniform", d, None) not in done:
             emit({"method": "uniform", "dim": d, "budget": None, **fit_and_test(dataset, seed, ["--model.init_args.embedding_dim", str(d)])})
+    adass_evals = {b: e for (m, _, b), e in done.items() if m == "adass"}
     variants = {"adaptive": [("adass", "reinforce", 0.01), ("no_penalty", "reinforce", 0.0), ("random", "random", 0.01)],
                 "uniform": [("uniform_sampling", "reinforce", 0.01)]}
     for sampler, methods in variants.items():
@@ -87,7 +90,13 @@ def run(dataset: str, seed: int, out: Path, done: set) -> None:
         model, dm, supernet_s = train_supernet(dataset, seed, sampler)
         evaluator = SupernetEvaluator(model.net, dm.val_dataloader())
         for name, method, penalty, budget in todo:
-            r = search_with_supernet(model, None, budget=budget, reference_dim=16, method=method, penalty=penalty, seed=seed, evaluator=evaluator)
+            kw = {}
+            if method == "random":  # the same number of supernet evaluations as AdaS&S used
+                kw["iterations"] = math.ceil(adass_evals[budget] / 8)
+            r = search_with_supernet(model, None, budget=budget, reference_dim=16, method=method, penalty=penalty, seed=seed,
+                                     evaluator=evaluator, samples_per_iteration=8, **kw)
+            if name == "adass":
+                adass_evals[budget] = r.evaluations
             with tempfile.TemporaryDirectory() as tmp:
                 sizes = write_sizes(r, Path(tmp) / "sizes.yaml")
                 res = fit_and_test(dataset, seed, ["--config", str(sizes)])
@@ -212,7 +221,7 @@ def main() -> None:
         for ds in args.datasets:
             for seed in args.seeds:
                 prev = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
-                done = {(r["method"], r["dim"], r["budget"]) for r in prev if r["dataset"] == ds and r["seed"] == seed}
+                done = {(r["method"], r["dim"], r["budget"]): r.get("evaluations") for r in prev if r["dataset"] == ds and r["seed"] == seed}
                 run(ds, seed, out, done)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     print(summarize(rows, Path(args.png) if args.png else None))
