@@ -1,0 +1,396 @@
+"""FlexHB: multi-fidelity Bayesian optimisation with fine-grained fidelity, Global Successive
+Halving (GloSH) and FlexBand; Hyperband, BOHB-style and random search in the same framework.
+
+Ask/tell::
+
+    tuner = FlexHB(space, min_budget=1, max_budget=27, eta=3, mode="flexhb", seed=0)
+    while tuner.budget_used < 200:
+        job = tuner.ask()                       # trial id, config, start -> target budget, points
+        tuner.tell(job, objective(job))         # {budget: loss} at job.points
+
+A *trial* is one configuration; it trains up to ``trial.budget`` and can be resumed from
+there (``resume=True``: a job runs ``start -> target`` and costs ``target - start``).
+Budgets are multiples of ``grain``; rung levels are ``max_budget * eta**-k``.
+
+Modes (each switch can also be set on its own for ablations):
+
+=========== ============ =========== ========= ========== ==========================
+mode        sampler      fine-grained GloSH     FlexBand   brackets
+=========== ============ =========== ========= ========== ==========================
+random      random       no           -         -          full budget only
+hyperband   random       no           no        no         Hyperband's cycle
+bohb        BO, 1 model  no           no        no         Hyperband's cycle
+flexhb      BO, ensemble yes          yes       yes        adaptive
+=========== ============ =========== ========= ========== ==========================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from lightning_des.tuner.space import Config, SearchSpace
+from lightning_des.tuner.surrogate import ForestSurrogate, MultiFidelityEnsemble, expected_improvement
+
+Mode = Literal["random", "hyperband", "bohb", "flexhb"]
+PRESETS: dict[str, dict[str, Any]] = {
+    "random": dict(surrogate="none", fine_grained=False, global_sh=False, flexband=False),
+    "hyperband": dict(surrogate="none", fine_grained=False, global_sh=False, flexband=False),
+    "bohb": dict(surrogate="single", fine_grained=False, global_sh=False, flexband=False),
+    "flexhb": dict(surrogate="ensemble", fine_grained=True, global_sh=True, flexband=True),
+}
+
+
+def _key(b: float) -> float:
+    return round(float(b), 9)
+
+
+@dataclass
+class Trial:
+    id: int
+    config: Config
+    measurements: dict[float, float] = field(default_factory=dict)  # budget -> loss
+    budget: float = 0.0  # trained so far
+    pending: bool = False
+
+    def loss_at(self, budget: float) -> float | None:
+        return self.measurements.get(_key(budget))
+
+
+@dataclass
+class Job:
+    """Train ``trial_id`` from ``start`` (0 = from scratch) to ``target``; report the loss at
+    every budget in ``points``."""
+
+    trial_id: int
+    config: Config
+    start: float
+    target: float
+    points: list[float]
+    bracket: int
+
+    @property
+    def cost(self) -> float:
+        return self.target - self.start
+
+
+@dataclass
+class Bracket:
+    id: int
+    s: int
+    rungs: list[tuple[float, int]]  # (budget, number of configurations)
+    rung: int = 0
+    members: list[list[int]] = field(default_factory=list)  # trial ids per rung
+    queue: list[int] = field(default_factory=list)
+    running: list[int] = field(default_factory=list)
+    to_create: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.rung >= len(self.rungs)
+
+
+class FlexHB:
+    """The tuner (see the module docstring).
+
+    Args:
+        space: the search space.
+        min_budget, max_budget: fidelity range (epochs, steps, data fraction units ...).
+        eta: Successive-Halving reduction factor.
+        grain: fine-grained reporting step (default ``min_budget``); budgets are multiples.
+        mode: ``random``, ``hyperband``, ``bohb`` or ``flexhb`` (sets the switches below).
+        surrogate: ``none`` (random configurations), ``single`` (one forest on the highest
+            fidelity with enough points, BOHB's rule) or ``ensemble`` (MFES-HB ensemble).
+        fine_grained: keep every ``grain`` measurement (else only rung-boundary ones).
+        global_sh: promote by rank among all trials that reached the rung, past brackets
+            included (paused trials from earlier brackets can be resumed).
+        flexband: pick each bracket from the measured rank correlation between fidelities.
+        resume: continue trials from their last budget (else a promotion retrains from 0).
+        random_fraction: share of new configurations drawn at random even with a model.
+        rho_threshold: FlexBand starts brackets at the lowest fidelity whose rank correlation
+            with the full budget is at least this.
+        max_active_brackets: brackets run concurrently when all ready jobs are taken
+            (parallel workers); 1 = sequential Hyperband order.
+        seed: RNG seed.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        min_budget: float,
+        max_budget: float,
+        eta: int = 3,
+        grain: float | None = None,
+        mode: Mode = "flexhb",
+        surrogate: Literal["none", "single", "ensemble"] | None = None,
+        fine_grained: bool | None = None,
+        global_sh: bool | None = None,
+        flexband: bool | None = None,
+        resume: bool = True,
+        random_fraction: float = 0.2,
+        rho_threshold: float = 0.5,
+        n_candidates: int = 400,
+        max_active_brackets: int = 1,
+        seed: int = 0,
+    ) -> None:
+        if mode not in PRESETS:
+            raise ValueError(f"mode must be one of {sorted(PRESETS)}, got {mode!r}")
+        if not 0 < min_budget <= max_budget or eta < 2:
+            raise ValueError(f"need 0 < min_budget <= max_budget and eta >= 2, got {min_budget}, {max_budget}, {eta}")
+        preset = PRESETS[mode]
+        self.space, self.mode, self.eta = space, mode, eta
+        self.surrogate = surrogate if surrogate is not None else preset["surrogate"]
+        self.fine_grained = preset["fine_grained"] if fine_grained is None else fine_grained
+        self.global_sh = preset["global_sh"] if global_sh is None else global_sh
+        self.flexband = preset["flexband"] if flexband is None else flexband
+        if self.surrogate not in ("none", "single", "ensemble"):
+            raise ValueError(f"surrogate must be 'none', 'single' or 'ensemble', got {self.surrogate!r}")
+        self.resume, self.random_fraction, self.rho_threshold = resume, random_fraction, rho_threshold
+        self.n_candidates, self.max_active = n_candidates, max_active_brackets
+        self.min_budget, self.max_budget = float(min_budget), float(max_budget)
+        self.grain = float(grain or min_budget)
+        self.s_max = 0 if mode == "random" else int(math.floor(math.log(max_budget / min_budget, eta) + 1e-9))
+        self.levels = [_key(max_budget * eta ** (k - self.s_max)) for k in range(self.s_max + 1)]  # ascending
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.trials: list[Trial] = []
+        self.brackets: list[Bracket] = []
+        self.budget_used = 0.0
+        self.n_brackets = 0
+        self.log: list[dict] = []  # one row per tell: budget used, best full-fidelity loss
+        self.bracket_choices: list[int] = []
+
+    # -- brackets --------------------------------------------------------------------------
+    def _geometry(self, s: int) -> list[tuple[float, int]]:
+        n0 = int(math.ceil((self.s_max + 1) / (s + 1) * self.eta**s))
+        return [(self.levels[self.s_max - s + i], max(1, int(n0 * self.eta ** (-i)))) for i in range(s + 1)]
+
+    def _next_s(self) -> int:
+        cyclic = self.s_max - (self.n_brackets % (self.s_max + 1))
+        if not self.flexband or self.s_max == 0:
+            return cyclic
+        rel = self.reliability()
+        if rel is None:  # not enough pairs yet: explore in Hyperband's order
+            return cyclic
+        ok = [s for s in range(self.s_max, 0, -1) if rel.get(s, -1.0) >= self.rho_threshold]
+        return ok[0] if ok else 0
+
+    def rank_correlation(self, b1: float, b2: float, min_pairs: int = 5) -> float | None:
+        """Spearman correlation of the losses at budgets ``b1`` and ``b2`` over trials that
+        have both (None with fewer than ``min_pairs``)."""
+        pairs = [(t.loss_at(b1), t.loss_at(b2)) for t in self.trials]
+        pairs = [p for p in pairs if p[0] is not None and p[1] is not None]
+        if len(pairs) < min_pairs:
+            return None
+        a, b = zip(*pairs)
+        if len(set(a)) < 2 or len(set(b)) < 2:
+            return None
+        return float(spearmanr(a, b).statistic)
+
+    def reliability(self) -> dict[int, float] | None:
+        """For each bracket ``s >= 1``, how well its starting budget ranks like the full budget:
+        the direct rank correlation if measured, else the product of adjacent-level ones."""
+        adj = [self.rank_correlation(self.levels[k], self.levels[k + 1]) for k in range(self.s_max)]
+        if all(a is None for a in adj):
+            return None
+        out = {}
+        for s in range(1, self.s_max + 1):
+            start = self.s_max - s
+            direct = self.rank_correlation(self.levels[start], self.max_budget)
+            if direct is not None:
+                out[s] = direct
+            else:
+                chain = adj[start:]
+                if all(a is not None for a in chain):
+                    out[s] = float(np.prod([max(a, 0.0) for a in chain]))
+        return out or None
+
+    def _new_bracket(self) -> Bracket:
+        s = self._next_s()
+        self.bracket_choices.append(s)
+        rungs = self._geometry(s)
+        b = Bracket(self.n_brackets, s, rungs, members=[[] for _ in rungs], to_create=rungs[0][1])
+        self.n_brackets += 1
+        self.brackets.append(b)
+        return b
+
+    # -- ask / tell ------------------------------------------------------------------------
+    def ask(self) -> Job | None:
+        """The next job, or None when every runnable job is taken and no new bracket may
+        start (wait for a ``tell``)."""
+        for b in self.brackets:
+            job = self._job_from(b)
+            if job is not None:
+                return job
+        if len(self.brackets) < self.max_active:
+            return self._job_from(self._new_bracket())
+        return None
+
+    def _job_from(self, b: Bracket) -> Job | None:
+        if b.done:
+            return None
+        budget = b.rungs[b.rung][0]
+        if not b.queue and b.rung == 0 and b.to_create > 0:  # queued work (e.g. after a reload) first
+            t = Trial(len(self.trials), self._suggest())
+            self.trials.append(t)
+            b.to_create -= 1
+            b.members[0].append(t.id)
+            b.queue.append(t.id)
+        if not b.queue:
+            return None
+        t = self.trials[b.queue.pop(0)]
+        b.running.append(t.id)
+        t.pending = True
+        start = t.budget if self.resume else 0.0
+        if self.fine_grained:
+            n = int(round((budget - start) / self.grain))
+            points = [_key(start + self.grain * (i + 1)) for i in range(n)]
+            points[-1] = _key(budget)
+        else:
+            points = [_key(budget)]
+        return Job(t.id, dict(t.config), start, budget, points, b.id)
+
+    def tell(self, job: Job, measurements: dict[float, float]) -> None:
+        """Record a finished job: ``{budget: loss}`` for (at least) ``job.points``."""
+        t = self.trials[job.trial_id]
+        got = {_key(k): float(v) for k, v in measurements.items()}
+        missing = [p for p in job.points if p not in got]
+        if missing:
+            raise ValueError(f"trial {t.id}: no loss reported at budgets {missing} (expected {job.points})")
+        bad = {k: v for k, v in got.items() if not math.isfinite(v)}
+        for k in job.points:
+            t.measurements[k] = got[k] if math.isfinite(got[k]) else float("inf")
+        if bad:
+            t.measurements[_key(job.target)] = float("inf")  # a diverged run ranks last
+        t.budget, t.pending = max(t.budget, job.target), False
+        self.budget_used += job.cost
+        b = next(b for b in self.brackets if b.id == job.bracket)
+        b.running.remove(t.id)
+        self._maybe_promote(b)
+        self.log.append({"budget": self.budget_used, "best": self.best_loss(), "trial": t.id, "target": job.target})
+
+    def _maybe_promote(self, b: Bracket) -> None:
+        if b.queue or b.running or b.to_create:
+            return
+        budget = b.rungs[b.rung][0]
+        b.rung += 1
+        if b.done:
+            self.brackets.remove(b)
+            return
+        n_next, next_budget = b.rungs[b.rung][1], b.rungs[b.rung][0]
+        if self.global_sh:
+            queued = {i for other in self.brackets for i in other.queue}
+            pool = [t for t in self.trials if t.loss_at(budget) is not None and not t.pending and t.budget < next_budget and t.id not in queued]
+        else:
+            pool = [self.trials[i] for i in b.members[b.rung - 1]]
+        pool.sort(key=lambda t: (t.loss_at(budget), t.id))
+        chosen = [t.id for t in pool[:n_next]]
+        b.members[b.rung] = chosen
+        b.queue = list(chosen)
+        if not chosen:
+            self.brackets.remove(b)
+
+    # -- sampling ----------------------------------------------------------------------------
+    def _groups(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(X, y) per rung level, lowest first: each trial's last measurement within the level."""
+        out = []
+        for k, lo in enumerate(self.levels):
+            hi = self.levels[k + 1] if k + 1 < len(self.levels) else math.inf
+            xs, ys = [], []
+            for t in self.trials:
+                inside = [b for b in t.measurements if lo <= b < hi and math.isfinite(t.measurements[b])]
+                if inside:
+                    xs.append(self.space.encode(t.config))
+                    ys.append(t.measurements[max(inside)])
+            out.append((np.array(xs).reshape(len(xs), self.space.dim), np.array(ys)))
+        return out
+
+    def _model(self):
+        groups = self._groups()
+        if self.surrogate == "single":
+            need = self.space.dim + 1
+            ok = [g for g in groups if len(g[1]) >= need]
+            if not ok:
+                return None
+            x, y = ok[-1]
+            return ForestSurrogate(int(self.rng.integers(2**31))).fit(x, (y - y.mean()) / (y.std() or 1.0)), (y - y.mean()) / (y.std() or 1.0)
+        if sum(len(g[1]) >= 3 for g in groups) == 0:
+            return None
+        ens = MultiFidelityEnsemble(int(self.rng.integers(2**31))).fit(groups)
+        top = [g for g in groups if len(g[1]) >= 3][-1][1]
+        return ens, (top - top.mean()) / (top.std() or 1.0)
+
+    def _suggest(self) -> Config:
+        if self.surrogate == "none" or self.rng.random() < self.random_fraction:
+            return self.space.sample(self.rng)
+        fitted = self._model()
+        if fitted is None:
+            return self.space.sample(self.rng)
+        model, y = fitted
+        cands = [self.space.sample(self.rng) for _ in range(self.n_candidates)]
+        best_trials = sorted((t for t in self.trials if t.measurements), key=lambda t: min(t.measurements.values()))[:5]
+        for t in best_trials:
+            cands += [self.space.neighbour(t.config, self.rng, 0.1) for _ in range(self.n_candidates // 10)]
+        x = np.stack([self.space.encode(c) for c in cands])
+        mean, var = model.predict(x)
+        ei = expected_improvement(mean, var, float(y.min()))
+        return cands[int(np.argmax(ei))]
+
+    # -- results -----------------------------------------------------------------------------
+    def best_loss(self) -> float:
+        """Lowest loss measured at the full budget (inf before any)."""
+        vals = [t.loss_at(self.max_budget) for t in self.trials]
+        vals = [v for v in vals if v is not None]
+        return min(vals) if vals else math.inf
+
+    def best(self) -> tuple[Config, float] | None:
+        """The best configuration at the full budget, with its loss."""
+        done = [t for t in self.trials if t.loss_at(self.max_budget) is not None]
+        if not done:
+            return None
+        t = min(done, key=lambda t: t.loss_at(self.max_budget))
+        return dict(t.config), t.loss_at(self.max_budget)
+
+    def run(self, objective: Callable[[Job], dict[float, float]], total_budget: float) -> tuple[Config, float] | None:
+        """Sequential driver: ask, evaluate, tell until ``total_budget`` is used."""
+        while self.budget_used < total_budget:
+            job = self.ask()
+            if job is None:
+                raise RuntimeError("no job available in sequential run (max_active_brackets too small?)")
+            self.tell(job, objective(job))
+        return self.best()
+
+    # -- persistence -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "trials": [{"id": t.id, "config": t.config, "measurements": sorted(t.measurements.items()), "budget": t.budget} for t in self.trials],
+            "brackets": [{**b.__dict__, "queue": b.running + b.queue, "running": []} for b in self.brackets],
+            "budget_used": self.budget_used, "n_brackets": self.n_brackets, "log": self.log,
+            "bracket_choices": self.bracket_choices, "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a saved study; jobs that were running when it was saved are queued again."""
+        self.trials = [Trial(d["id"], d["config"], {_key(b): v for b, v in d["measurements"]}, d["budget"]) for d in state["trials"]]
+        self.brackets = [Bracket(**{**d, "rungs": [tuple(r) for r in d["rungs"]]}) for d in state["brackets"]]
+        self.budget_used, self.n_brackets, self.log = state["budget_used"], state["n_brackets"], state["log"]
+        self.bracket_choices = state["bracket_choices"]
+        self.rng.bit_generator.state = state["rng"]
+
+    def save(self, path: str | Path) -> None:
+        """Write the study as JSON (atomically: a crash never leaves half a file)."""
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.state_dict()))
+        os.replace(tmp, path)
+
+    def load(self, path: str | Path) -> "FlexHB":
+        self.load_state_dict(json.loads(Path(path).read_text()))
+        return self

@@ -1,0 +1,154 @@
+"""FlexHB core: search space, bracket geometry, SH and GloSH promotions, fine-grained
+reporting, resume accounting, persistence, FlexBand, and a quality check against random."""
+
+import math
+
+import numpy as np
+import pytest
+
+from lightning_des.tuner.benchmarks import BRANIN_MIN, BRANIN_SPACE, branin_objective
+from lightning_des.tuner.flexhb import FlexHB
+from lightning_des.tuner.space import Categorical, Float, Int, SearchSpace
+
+SPACE = SearchSpace.from_dict({
+    "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+    "layers": {"type": "int", "low": 1, "high": 4},
+    "act": {"type": "categorical", "choices": ["relu", "tanh", "gelu"]},
+})
+
+
+def test_space_sampling_encoding_and_errors():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        c = SPACE.sample(rng)
+        SPACE.validate(c)
+        assert SPACE.decode(SPACE.encode(c)) == pytest.approx(c)
+        SPACE.validate(SPACE.neighbour(c, rng, 0.5))
+    assert SPACE.dim == 1 + 1 + 3
+    counts = np.bincount([SPACE.sample(rng)["layers"] for _ in range(4000)], minlength=5)[1:]
+    assert counts.min() > 850  # each integer equally likely
+    with pytest.raises(ValueError, match="parameter 'x': type must be one of"):
+        SearchSpace.from_dict({"x": {"type": "double", "low": 0, "high": 1}})
+    with pytest.raises(ValueError, match=r"parameter 'x' \(float\): unknown keys \['hihg'\]"):
+        SearchSpace.from_dict({"x": {"type": "float", "low": 0, "hihg": 1}})
+    with pytest.raises(ValueError, match="low > 0 when log"):
+        Float(0.0, 1.0, log=True)
+    with pytest.raises(ValueError, match="at least two distinct choices"):
+        Categorical(("a",))
+    with pytest.raises(ValueError, match=r"out of range \{'layers': 7\}"):
+        SPACE.validate({"lr": 0.01, "layers": 7, "act": "relu"})
+    assert Int(1, 4).contains(3) and not Int(1, 4).contains(3.5)
+
+
+def test_hyperband_geometry():
+    t = FlexHB(BRANIN_SPACE, 1, 27, eta=3, mode="hyperband")
+    assert t.s_max == 3 and t.levels == [1.0, 3.0, 9.0, 27.0]
+    assert t._geometry(3) == [(1.0, 27), (3.0, 9), (9.0, 3), (27.0, 1)]
+    assert t._geometry(0) == [(27.0, 4)]
+    assert FlexHB(BRANIN_SPACE, 1, 27, mode="random").levels == [27.0]
+
+
+def _loss_is_x1(job):
+    return {p: job.config["x1"] + 1.0 / p for p in job.points}  # same ranking at every budget
+
+
+def test_local_successive_halving_promotes_the_best_of_its_bracket():
+    t = FlexHB(BRANIN_SPACE, 1, 27, eta=3, mode="hyperband", seed=0)
+    jobs = []
+    while t.n_brackets < 2:  # the whole first bracket (s = 3)
+        job = t.ask()
+        jobs.append(job)
+        t.tell(job, _loss_is_x1(job))
+    first = [j for j in jobs if j.bracket == 0]
+    by_budget = {b: sorted(j.trial_id for j in first if j.target == b) for b in (1.0, 3.0, 9.0, 27.0)}
+    assert [len(v) for v in by_budget.values()] == [27, 9, 3, 1]
+    ranked = sorted(by_budget[1.0], key=lambda i: t.trials[i].config["x1"])
+    assert by_budget[3.0] == sorted(ranked[:9]) and by_budget[27.0] == [ranked[0]]
+    # resumed jobs start where the trial stopped and are charged only the increment
+    assert all(j.start == (0.0 if j.target == 1.0 else j.target / 3) for j in first)
+    assert t.budget_used == pytest.approx(sum(j.cost for j in jobs))
+
+
+def test_global_sh_resumes_trials_of_past_brackets():
+    t = FlexHB(BRANIN_SPACE, 1, 27, eta=3, mode="hyperband", global_sh=True, seed=0)
+    brackets_of = {}
+    for _ in range(200):
+        job = t.ask()
+        brackets_of.setdefault(job.trial_id, set()).add(job.bracket)
+        t.tell(job, _loss_is_x1(job))
+    assert any(len(b) > 1 for b in brackets_of.values())  # a trial continued in a later bracket
+    # with the same ranking at every budget, the best trial seen at budget 1 reaches the top
+    best = min((tr for tr in t.trials if tr.loss_at(1.0) is not None), key=lambda tr: tr.config["x1"])
+    assert best.loss_at(27.0) is not None
+
+
+def test_fine_grained_points_and_restart_mode():
+    fine = FlexHB(BRANIN_SPACE, 1, 27, eta=3, mode="flexhb", flexband=False, seed=0)
+    coarse = FlexHB(BRANIN_SPACE, 1, 27, eta=3, mode="hyperband", resume=False, seed=0)
+    for t in (fine, coarse):
+        while t.n_brackets < 2:
+            job = t.ask()
+            if t is fine and job.start == 3.0:
+                assert job.points == [4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+            if t is coarse:
+                assert job.start == 0.0 and job.points == [job.target]
+            t.tell(job, _loss_is_x1(job))
+    assert coarse.budget_used > fine.budget_used  # restarts pay for the lower budgets again
+    with pytest.raises(ValueError, match=r"no loss reported at budgets \[27.0\]"):
+        f = FlexHB(BRANIN_SPACE, 1, 27, mode="random")
+        f.tell(f.ask(), {3.0: 1.0})
+
+
+def test_diverged_trial_ranks_last():
+    t = FlexHB(BRANIN_SPACE, 1, 9, eta=3, mode="hyperband", seed=0)
+    job = t.ask()
+    t.tell(job, {job.target: float("nan")})
+    assert t.trials[job.trial_id].loss_at(job.target) == math.inf
+
+
+@pytest.mark.parametrize("mode", ["hyperband", "flexhb"])
+def test_saved_study_resumes_identically(mode, tmp_path):
+    obj = branin_objective()
+    full = FlexHB(BRANIN_SPACE, 1, 9, eta=3, mode=mode, seed=3)
+    full.run(obj, 120)
+    part = FlexHB(BRANIN_SPACE, 1, 9, eta=3, mode=mode, seed=3)
+    part.run(obj, 50)
+    pending = part.ask()  # interrupted while a job was running: it is queued again on load
+    part.save(tmp_path / "study.json")
+    resumed = FlexHB(BRANIN_SPACE, 1, 9, eta=3, mode=mode, seed=3).load(tmp_path / "study.json")
+    again = resumed.ask()
+    assert (again.trial_id, again.target) == (pending.trial_id, pending.target)
+    resumed.tell(again, obj(again))
+    resumed.run(obj, 120)
+    assert [tr.config for tr in resumed.trials] == [tr.config for tr in full.trials]
+    assert resumed.best_loss() == full.best_loss()
+
+
+def test_flexband_follows_rank_correlation():
+    def correlated(job):
+        return {p: job.config["x1"] for p in job.points}
+
+    def anti(job):  # low budgets rank in reverse
+        return {p: job.config["x1"] * (1 if p == 27 else -1) for p in job.points}
+
+    picks = {}
+    for name, obj in (("correlated", correlated), ("anti", anti)):
+        t = FlexHB(BRANIN_SPACE, 1, 27, eta=3, mode="hyperband", fine_grained=True, flexband=True, seed=0)
+        t.run(obj, 27 * 30)
+        picks[name] = t.bracket_choices[4:]  # after one exploratory Hyperband cycle
+    assert set(picks["correlated"]) == {3}
+    assert set(picks["anti"]) == {0}
+
+
+def test_model_based_modes_beat_random_search():
+    """Over 5 seeds at 10 full-budget equivalents, FlexHB and BOHB end closer to Branin's
+    minimum than random search (the CI quality check; benchmarks/ has the full comparison)."""
+    regret = {}
+    for mode in ("random", "bohb", "flexhb"):
+        r = []
+        for seed in range(5):
+            t = FlexHB(BRANIN_SPACE, 1, 27, eta=3, mode=mode, seed=seed)
+            t.run(branin_objective(), 270)
+            r.append(t.best_loss() - BRANIN_MIN)
+        regret[mode] = float(np.mean(r))
+    assert regret["flexhb"] < 0.5 * regret["random"] and regret["bohb"] < 0.5 * regret["random"], regret
