@@ -38,6 +38,7 @@ class SupernetConfig:
     beta: float = 1.0
     rho: float = 0.5
     epsilon: float = 0.2
+    gamma: float = 1.0
 
 
 @dataclass

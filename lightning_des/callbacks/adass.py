@@ -52,7 +52,7 @@ class AdaSSupernetCallback(Callback):
     Args:
         candidates: candidate widths per field (ascending; 0 drops the field).
         sampler: ``"adaptive"`` (Adaptive Sampling) or ``"uniform"`` (the ablation).
-        warmup_steps, tau, beta, rho, epsilon: :class:`AdaptiveSampler` settings.
+        warmup_steps, tau, beta, rho, epsilon, gamma: :class:`AdaptiveSampler` settings.
         seed: sampler seed.
 
     The module must be a :class:`CTRModule` with a sum-over-fields head and one width for all
@@ -70,13 +70,14 @@ class AdaSSupernetCallback(Callback):
         beta: float = 1.0,
         rho: float = 0.5,
         epsilon: float = 0.2,
+        gamma: float = 1.0,
         seed: int = 0,
     ) -> None:
         if sampler not in ("adaptive", "uniform"):
             raise ValueError(f"sampler must be 'adaptive' or 'uniform', got {sampler!r}")
         self.candidates = tuple(candidates)
         self.sampler_name = sampler
-        self.sampler_kw = {"warmup_steps": warmup_steps, "tau": tau, "beta": beta, "rho": rho, "epsilon": epsilon}
+        self.sampler_kw = {"warmup_steps": warmup_steps, "tau": tau, "beta": beta, "rho": rho, "epsilon": epsilon, "gamma": gamma}
         self.seed = seed
         self.sampler: UniformSampler | None = None
         self.probs_history: list[list[list[float]]] = []
@@ -102,7 +103,7 @@ class AdaSSupernetCallback(Callback):
         space = net.deep.space
         gen = torch.Generator().manual_seed(self.seed)
         if self.sampler_name == "adaptive":
-            self.sampler = AdaptiveSampler(space.num_fields, space.num_candidates, gen, has_drop=space.candidates[0] == 0, **self.sampler_kw)
+            self.sampler = AdaptiveSampler(space.num_fields, space.num_candidates, gen, has_drop=space.candidates[0] == 0, widths=space.candidates, **self.sampler_kw)
         else:
             self.sampler = UniformSampler(space.num_fields, space.num_candidates, gen)
         if self._pending_state is not None:

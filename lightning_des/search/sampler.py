@@ -9,6 +9,7 @@ marginalised over the other fields' choices.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -53,9 +54,14 @@ class AdaptiveSampler(UniformSampler):
       without the field), divided by the largest importance over fields and clipped to [0, 1].
       Important fields thus give their tables more training.
     * Non-zero candidates share the rest by ``softmax(score / tau)``, where
-      ``score_fc = (l_fc - mean_c' l_fc') / s + beta * log((n_f / C + 1) / (n_fc + 1))``:
+      ``score_fc = (l_fc - mean_c' l_fc') / s + beta * log((n_f * t_c + 1) / (n_fc + 1))``:
       the loss gap (``s`` the mean absolute gap over all fields, so the scale is unit-free)
-      favours under-performing widths, the second term under-trained ones.
+      favours under-performing widths, the second term under-trained ones: ``t_c``, the
+      share of the field's samples width ``d_c`` should get, is ``d_c**gamma`` normalised
+      (``gamma=1``: a table with twice the parameters needs twice the samples). Measured on
+      MovieLens (15 supernet epochs): with ``gamma=0`` the supernet ranked uniform widths
+      4 > 16 > 8 > 32 > 64, with ``gamma=1`` 16 > 4 > 8, 32 > 64; trained alone they rank
+      32 > 16 > 64 > 8 > 4, so equal sample counts bias the search towards small tables.
     * A floor ``epsilon / C`` for every candidate keeps all of them in training.
     * The first ``warmup_steps`` steps sample uniformly to fill the statistics.
 
@@ -74,9 +80,13 @@ class AdaptiveSampler(UniformSampler):
         rho: float = 0.5,
         epsilon: float = 0.2,
         has_drop: bool = True,
+        widths: Sequence[int] | None = None,
+        gamma: float = 1.0,
     ) -> None:
         super().__init__(num_fields, num_candidates, generator)
         self.has_drop = has_drop  # candidate 0 is width 0
+        w = torch.tensor(list(widths) if widths is not None else [1] * num_candidates, dtype=torch.float64)[int(has_drop):]
+        self.target_share = w**gamma / (w**gamma).sum()  # (C - k,): share of a field's samples each width should get
         if not 0.0 <= rho <= 1.0 or not 0.0 <= epsilon <= 1.0 or tau <= 0:
             raise ValueError(f"need 0 <= rho <= 1, 0 <= epsilon <= 1 and tau > 0, got rho={rho}, epsilon={epsilon}, tau={tau}")
         self.warmup_steps, self.decay, self.tau, self.beta, self.rho, self.epsilon = warmup_steps, decay, tau, beta, rho, epsilon
@@ -99,7 +109,7 @@ class AdaptiveSampler(UniformSampler):
         l = self.loss[:, k:]  # the candidates with weights
         gap = l - l.mean(1, keepdim=True)
         s = gap.abs().mean().clamp(min=1e-12)
-        deficit = torch.log((self.counts.sum(1, keepdim=True) / C + 1) / (self.counts[:, k:] + 1))
+        deficit = torch.log((self.counts.sum(1, keepdim=True) * self.target_share + 1) / (self.counts[:, k:] + 1))
         p = torch.softmax((gap / s + self.beta * deficit) / self.tau, dim=1)  # (F, C - k)
         if self.has_drop:
             p0 = ((1.0 - self.rho * self.importance()) / C).unsqueeze(1)  # (F, 1)
