@@ -142,9 +142,9 @@ def test_adaptive_sampler_favours_undertrained_underperforming_and_important():
     smp4 = AdaptiveSampler(1, 3, warmup_steps=0, epsilon=0.0, widths=(0, 2, 8), gamma=1.0)
     smp4.update(torch.tensor([[0]] * 10 + [[1]] * 10 + [[2]] * 10), torch.full((30,), 0.5))
     assert smp4.probs()[0, 2] > smp4.probs()[0, 1]
-    smp4.gamma_free = AdaptiveSampler(1, 3, warmup_steps=0, epsilon=0.0, widths=(0, 2, 8), gamma=0.0)
-    smp4.gamma_free.update(torch.tensor([[0]] * 10 + [[1]] * 10 + [[2]] * 10), torch.full((30,), 0.5))
-    assert smp4.gamma_free.probs()[0, 2] == pytest.approx(smp4.gamma_free.probs()[0, 1].item())
+    smp5 = AdaptiveSampler(1, 3, warmup_steps=0, epsilon=0.0, widths=(0, 2, 8), gamma=0.0)
+    smp5.update(torch.tensor([[0]] * 10 + [[1]] * 10 + [[2]] * 10), torch.full((30,), 0.5))
+    assert smp5.probs()[0, 2] == pytest.approx(smp5.probs()[0, 1].item())
     # the floor keeps every candidate alive
     smp3 = AdaptiveSampler(2, 4, warmup_steps=0, epsilon=0.2)
     smp3.counts, smp3.loss, smp3.steps = smp.counts.clone(), smp.loss.clone(), 5
