@@ -6,6 +6,8 @@
 * ``lightning-des data prepare {movielens100k,adult,all}``: fetch real data once into the cache.
 * ``lightning-des search --config recipes/adass_<model>_<data>.yaml``: AdaS&S embedding-size
   search (supernet, search under a memory budget, retraining); see :mod:`lightning_des.adass`.
+* ``lightning-des tune --config recipes/tune_<model>_<data>.yaml``: FlexHB tuning of a recipe
+  (:mod:`lightning_des.tuner.lightning`).
 * ``lightning-des checkpoint consolidate DIR OUT.ckpt``: a sharded DES checkpoint as one
   ordinary checkpoint, for single-process inference (``predict --ckpt_path OUT.ckpt``).
 """
@@ -96,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         return data_main(argv[1:])
     if argv[:1] == ["checkpoint"]:
         return checkpoint_main(argv[1:])
+    if argv[:1] == ["tune"]:
+        from lightning_des.tuner.lightning import tune_main
+
+        return tune_main(argv[1:])
     if argv[:1] == ["search"]:
         from lightning_des.adass import search_main
 

@@ -47,6 +47,23 @@ class SparseDenseOptimizer(CombinedOptimizer):
             opt.step()
         return loss
 
+    def load_state_dict(self, state_dict: Any) -> None:
+        """TorchRec's strict load needs every sub-optimizer's state to exist (a resumed run
+        has not stepped yet): create it with one zero-gradient step at learning rate 0, which
+        leaves the (already restored) weights untouched, then load."""
+        for _, opt in self.optimizers:
+            params = [p for p in opt.params.values() if p.requires_grad]
+            if len(opt.state) < len(params):
+                lrs = [g["lr"] for g in opt.param_groups]
+                for g in opt.param_groups:
+                    g["lr"] = 0.0
+                opt.init_state()
+                for g, lr in zip(opt.param_groups, lrs):
+                    g["lr"] = lr
+                for p in params:
+                    p.grad = None
+        super().load_state_dict(state_dict)
+
 
 def _as_schema(schema: CTRSchema | dict) -> CTRSchema:
     if isinstance(schema, CTRSchema):
