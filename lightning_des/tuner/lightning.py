@@ -19,12 +19,13 @@ import logging
 import math
 import multiprocessing as mp
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import yaml
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from lightning_des.tuner.flexhb import FlexHB, Job
@@ -68,6 +69,7 @@ def run_trial(recipe: str, job: Job, trial_dir: str, metric: str, sign: float, f
     from lightning_des.cli import cli_main
 
     torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     d = Path(trial_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -77,6 +79,10 @@ def run_trial(recipe: str, job: Job, trial_dir: str, metric: str, sign: float, f
     trainer_cfg = cfg.setdefault("trainer", {})
     trainer_cfg["callbacks"] = [c for c in trainer_cfg.get("callbacks") or []
                                 if not str(c.get("class_path", "")).endswith(("EarlyStopping", "ModelCheckpoint"))]
+    trainer_cfg["callbacks"] += [
+        {"class_path": "lightning_des.tuner.lightning.FidelityReportCallback", "init_args": {"metric": metric, "fidelity": fidelity}},
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": str(d), "save_last": True, "save_top_k": 0}},
+    ]
     trainer_cfg.update(default_root_dir=str(d), logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     if fidelity == "epochs":
         trainer_cfg.update(max_epochs=int(job.target), max_steps=-1)
@@ -84,9 +90,7 @@ def run_trial(recipe: str, job: Job, trial_dir: str, metric: str, sign: float, f
         trainer_cfg.update(max_steps=int(job.target), max_epochs=-1, val_check_interval=int(grain), check_val_every_n_epoch=None)
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     cli = cli_main(["--config", str(d / "config.yaml"), "--seed_everything", str(seed)], run=False)
-    report = FidelityReportCallback(metric, fidelity)
-    ckpt = ModelCheckpoint(dirpath=d, save_last=True, save_top_k=0)
-    cli.trainer.callbacks.extend([report, ckpt])
+    report = next(c for c in cli.trainer.callbacks if isinstance(c, FidelityReportCallback))
     last = d / "last.ckpt"
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last) if job.start > 0 and last.is_file() else None)
     missing = [p for p in job.points if p not in report.reports]
