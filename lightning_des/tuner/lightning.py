@@ -197,6 +197,12 @@ class FlexHBTuner:
             header = f"# FlexHB best of {len(trials)} trials: {self.metric} {self.sign * loss:.5f} at budget {t.max_budget:g} {self.fidelity}\n"
             (self.out / "best.yaml").write_text(header + yaml.safe_dump(recipe, sort_keys=False))
         (self.out / "results.json").write_text(json.dumps(res, indent=2, default=str))
+        try:
+            from lightning_des.tuner.plots import plot_study
+
+            res["plot"] = str(plot_study(t, self.out / "study.png", Path(self.recipe).stem))
+        except ImportError:  # matplotlib is the optional `bench` extra
+            log.info("matplotlib not installed: no study.png")
         return res
 
     def table(self) -> str:
