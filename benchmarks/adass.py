@@ -123,13 +123,16 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def stability(size_dicts: list[dict]) -> tuple[float, float]:
-    """(share of fields with the same size in every seed, mean pairwise Spearman of the size vectors)."""
+def stability(size_dicts: list[dict]) -> tuple[float, float, float]:
+    """Over the seeds' size vectors: share of fields with the same size in every seed, the
+    same share averaged over seed pairs, and the mean pairwise Spearman correlation."""
     fields = list(size_dicts[0])
     same = statistics.mean(len({s[f] for s in size_dicts}) == 1 for f in fields)
-    rhos = [spearman([a[f] for f in fields], [b[f] for f in fields]) for a, b in itertools.combinations(size_dicts, 2)]
+    pairs = list(itertools.combinations(size_dicts, 2))
+    agree = statistics.mean(statistics.mean(a[f] == b[f] for f in fields) for a, b in pairs)
+    rhos = [spearman([a[f] for f in fields], [b[f] for f in fields]) for a, b in pairs]
     rhos = [r for r in rhos if r == r]
-    return same, (statistics.mean(rhos) if rhos else float("nan"))
+    return same, agree, (statistics.mean(rhos) if rhos else float("nan"))
 
 
 def summarize(rows: list[dict], png: Path | None) -> str:
@@ -141,7 +144,7 @@ def summarize(rows: list[dict], png: Path | None) -> str:
         rs = [r for r in rows if r["dataset"] == ds]
         u16 = [r for r in rs if r["method"] == "uniform" and r["dim"] == 16]
         lines += [f"\n### DeepFM on {ds} ({len({r['seed'] for r in rs})} seeds)\n",
-                  "| method | budget | emb. params | test AUC | test logloss | same size | rank corr | supernet s | search s | retrain s |",
+                  "| method | budget | emb. params | test AUC | test logloss | same size (all / pairs) | rank corr | supernet s | search s | retrain s |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         groups = [("uniform", d, None) for d in UNIFORM] + [(m, None, b) for b in BUDGETS for m in ("adass", "uniform_sampling", "no_penalty", "random")]
         for m, d, b in groups:
@@ -149,8 +152,8 @@ def summarize(rows: list[dict], png: Path | None) -> str:
             if not g:
                 continue
             label = f"uniform-{d}" if m == "uniform" else m
-            same, rho = stability([r["sizes"] for r in g]) if m != "uniform" and len(g) > 1 else (float("nan"), float("nan"))
-            stab = (f"{same:.2f}", f"{rho:.2f}") if same == same else ("", "")
+            same, agree, rho = stability([r["sizes"] for r in g]) if m != "uniform" and len(g) > 1 else (float("nan"),) * 3
+            stab = (f"{same:.2f} / {agree:.2f}", f"{rho:.2f}") if same == same else ("", "")
             cost = (f"{statistics.mean(r['supernet_s'] for r in g):.0f}", f"{statistics.mean(r['search_s'] for r in g):.0f}") if m != "uniform" else ("", "")
             lines.append(f"| {label} | {'' if b is None else f'{b:.0%}'} | {statistics.mean(r['params'] for r in g):,.0f} | "
                          f"{ms([r['test_auc'] for r in g])} | {ms([r['test_logloss'] for r in g])} | {stab[0]} | {stab[1]} | "
@@ -160,8 +163,16 @@ def summarize(rows: list[dict], png: Path | None) -> str:
             for b in BUDGETS:
                 g = [r for r in rs if r["method"] == "adass" and r["budget"] == b]
                 if g:
-                    lines.append(f"\nAdaS&S at {b:.0%}: {statistics.mean(r['test_auc'] for r in g) - base:+.4f} AUC vs uniform-16 "
-                                 f"({(1 - statistics.mean(r['params'] for r in g) / statistics.mean(r['params'] for r in u16)):.0%} fewer parameters)")
+                    auc, params = statistics.mean(r["test_auc"] for r in g), statistics.mean(r["params"] for r in g)
+                    line = (f"\nAdaS&S at {b:.0%}: {auc - base:+.4f} AUC vs uniform-16 "
+                            f"({1 - params / statistics.mean(r['params'] for r in u16):.0%} fewer parameters)")
+                    bigger = [d for d in UNIFORM if any(r["method"] == "uniform" and r["dim"] == d and r["params"] >= params for r in rs)]
+                    if bigger:
+                        d = bigger[0]
+                        ud = [r for r in rs if r["method"] == "uniform" and r["dim"] == d]
+                        line += (f"; {auc - statistics.mean(r['test_auc'] for r in ud):+.4f} AUC vs uniform-{d}, the smallest uniform model "
+                                 f"at least as large ({1 - params / statistics.mean(r['params'] for r in ud):.0%} fewer parameters)")
+                    lines.append(line)
     if png is not None:
         _plot(rows, png)
     return "\n".join(lines)

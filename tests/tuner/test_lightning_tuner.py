@@ -71,3 +71,14 @@ def test_tune_command_errors(recipe, tmp_path, capsys):
     cfg.write_text(yaml.safe_dump({"recipe": recipe.name, "space": bad}))
     assert main(["tune", "--config", str(cfg)]) == 1
     assert "parameter 'model.init_args.dense_lr'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["tune_deepfm_adult"])
+def test_tune_recipes_build_a_tuner(name, tmp_path):
+    """The shipped tune configs parse and name an existing model recipe and a valid space."""
+    from tests.test_cli import ROOT
+
+    cfg = yaml.safe_load((ROOT / "recipes" / f"{name}.yaml").read_text())
+    cfg.update(recipe=str(ROOT / "recipes" / cfg["recipe"]), output_dir=str(tmp_path))
+    tuner = FlexHBTuner(**cfg)
+    assert tuner.tuner.s_max == 2 and tuner.n_workers == 2 and set(tuner.space.params) == set(cfg["space"])
