@@ -157,16 +157,14 @@ def search_main(argv: list[str]) -> int:
     directory, then to the config file."""
     parser = search_parser()
     cfg = parser.parse_args(argv)
-    recipe = Path(cfg.recipe)
-    if not recipe.is_file() and cfg.get("config"):
-        alt = Path(cfg.config[-1].absolute).parent / recipe
-        if alt.is_file():
-            recipe = alt
+    from lightning_des.cli import recipe_path
+
+    recipe = recipe_path(cfg)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     init = parser.instantiate_classes(cfg)
     kwargs = {k: init[k] for k in ("output_dir", "seed", "supernet", "search", "retrain", "progress_bar")}
     try:
-        result = run_adass(str(recipe), **kwargs)
+        result = run_adass(recipe, **kwargs)
     except FileNotFoundError as err:
         print(f"lightning-des search: {err}", file=sys.stderr)
         return 1

@@ -34,6 +34,17 @@ class DESLightningCLI(LightningCLI):
         parser.link_arguments("data.schema", "model.init_args.schema", apply_on="instantiate")
 
 
+def recipe_path(cfg) -> str:
+    """The ``recipe`` of a parsed ``search``/``tune`` config: as given if it exists (relative to
+    the working directory), else relative to the last ``--config`` file."""
+    recipe = Path(cfg.recipe)
+    if not recipe.is_file() and cfg.get("config"):
+        alt = Path(cfg.config[-1].absolute).parent / recipe
+        if alt.is_file():
+            return str(alt)
+    return str(recipe)
+
+
 def data_main(argv: Sequence[str]) -> int:
     from lightning_des.data.prepare import DATASETS
 

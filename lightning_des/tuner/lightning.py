@@ -228,10 +228,9 @@ def tune_main(argv: list[str]) -> int:
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(FlexHBTuner, as_group=False)
     cfg = parser.parse_args(argv)
-    if not Path(cfg.recipe).is_file() and cfg.get("config"):
-        alt = Path(cfg.config[-1].absolute).parent / cfg.recipe
-        if alt.is_file():
-            cfg.recipe = str(alt)
+    from lightning_des.cli import recipe_path
+
+    cfg.recipe = recipe_path(cfg)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     kwargs = {k: v for k, v in cfg.as_dict().items() if k != "config"}
     try:
