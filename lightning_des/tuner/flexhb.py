@@ -37,7 +37,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from lightning_des.tuner.space import Config, SearchSpace
-from lightning_des.tuner.surrogate import ForestSurrogate, MultiFidelityEnsemble, expected_improvement
+from lightning_des.tuner.surrogate import ForestSurrogate, MultiFidelityEnsemble, expected_improvement, standardise
 
 Mode = Literal["random", "hyperband", "bohb", "flexhb"]
 PRESETS: dict[str, dict[str, Any]] = {
@@ -325,19 +325,18 @@ class FlexHB:
         return out
 
     def _model(self):
+        """(fitted surrogate, standardised losses of the fidelity it targets), or None while
+        no fidelity has enough points (BOHB's ``dim + 1`` for ``single``, 3 for the ensemble)."""
         groups = self._groups()
-        if self.surrogate == "single":
-            need = self.space.dim + 1
-            ok = [g for g in groups if len(g[1]) >= need]
-            if not ok:
-                return None
-            x, y = ok[-1]
-            return ForestSurrogate(int(self.rng.integers(2**31))).fit(x, (y - y.mean()) / (y.std() or 1.0)), (y - y.mean()) / (y.std() or 1.0)
-        if sum(len(g[1]) >= 3 for g in groups) == 0:
+        need = self.space.dim + 1 if self.surrogate == "single" else 3
+        ok = [g for g in groups if len(g[1]) >= need]
+        if not ok:
             return None
-        ens = MultiFidelityEnsemble(int(self.rng.integers(2**31))).fit(groups)
-        top = [g for g in groups if len(g[1]) >= 3][-1][1]
-        return ens, (top - top.mean()) / (top.std() or 1.0)
+        seed = int(self.rng.integers(2**31))
+        top = standardise(ok[-1][1])
+        if self.surrogate == "single":
+            return ForestSurrogate(seed).fit(ok[-1][0], top), top
+        return MultiFidelityEnsemble(seed).fit(groups), top
 
     def _suggest(self) -> Config:
         if self.surrogate == "none" or self.rng.random() < self.random_fraction:
@@ -358,9 +357,8 @@ class FlexHB:
     # -- results -----------------------------------------------------------------------------
     def best_loss(self) -> float:
         """Lowest loss measured at the full budget (inf before any)."""
-        vals = [t.loss_at(self.max_budget) for t in self.trials]
-        vals = [v for v in vals if v is not None]
-        return min(vals) if vals else math.inf
+        best = self.best()
+        return best[1] if best is not None else math.inf
 
     def best(self) -> tuple[Config, float] | None:
         """The best configuration at the full budget, with its loss."""

@@ -27,7 +27,8 @@ class ForestSurrogate:
         return per_tree.mean(0), per_tree.var(0) + 1e-6
 
 
-def _standardise(y: np.ndarray) -> np.ndarray:
+def standardise(y: np.ndarray) -> np.ndarray:
+    """Zero mean, unit standard deviation (a constant vector only centred)."""
     s = y.std()
     return (y - y.mean()) / (s if s > 0 else 1.0)
 
@@ -57,7 +58,7 @@ class MultiFidelityEnsemble:
 
     def fit(self, groups: list[tuple[np.ndarray, np.ndarray]]) -> "MultiFidelityEnsemble":
         """``groups``: (X, y) per fidelity group, lowest first; the last group is the target."""
-        groups = [(x, _standardise(y)) for x, y in groups if len(y) >= self.min_points]
+        groups = [(x, standardise(y)) for x, y in groups if len(y) >= self.min_points]
         if not groups:
             raise ValueError(f"no fidelity group has {self.min_points} observations yet")
         self.models = [ForestSurrogate(self.seed + i).fit(x, y) for i, (x, y) in enumerate(groups)]
@@ -98,4 +99,4 @@ def expected_improvement(mean: np.ndarray, var: np.ndarray, best: float, xi: flo
     return (best - xi - mean) * norm.cdf(z) + sd * norm.pdf(z)
 
 
-__all__ = ["ForestSurrogate", "MultiFidelityEnsemble", "discordance", "expected_improvement"]
+__all__ = ["ForestSurrogate", "MultiFidelityEnsemble", "discordance", "expected_improvement", "standardise"]
