@@ -54,14 +54,12 @@ def fit_and_test(dataset: str, seed: int, extra: list[str]) -> dict:
 
 
 def train_supernet(dataset: str, seed: int, sampler: str):
-    import lightning.pytorch as pl
-
+    from lightning_des.adass import supernet_trainer
     from lightning_des.callbacks import AdaSSupernetCallback
     from lightning_des.cli import cli_main
 
     cli = cli_main(["--config", str(recipe(dataset)), "--seed_everything", str(seed)], run=False)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=SUPERNET_EPOCHS, callbacks=[AdaSSupernetCallback(sampler=sampler, seed=seed)],
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = supernet_trainer(SUPERNET_EPOCHS, [AdaSSupernetCallback(sampler=sampler, seed=seed)])
     t0 = time.perf_counter()
     trainer.fit(cli.model, cli.datamodule)
     return cli.model, cli.datamodule, time.perf_counter() - t0

@@ -56,6 +56,13 @@ class SearchConfig:
     baseline_decay: float = 0.9
 
 
+def supernet_trainer(max_epochs: int, callbacks: list, logger: Any = False, progress_bar: bool = False) -> pl.Trainer:
+    """The supernet's trainer: one CPU process, a fixed number of epochs, no checkpoints or
+    early stopping (the recipe's trainer is for retraining)."""
+    return pl.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, callbacks=callbacks, logger=logger,
+                      enable_checkpointing=False, enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0)
+
+
 def _fit_args(recipe: Path, seed: int, root: Path, extra: list[str]) -> list[str]:
     return ["--config", str(recipe), *extra, "--seed_everything", str(seed), "--trainer.default_root_dir", str(root)]
 
@@ -100,17 +107,7 @@ def run_adass(
     sn = asdict(supernet)
     sup_cb = AdaSSupernetCallback(sn.pop("candidates"), sn.pop("sampler"), seed=seed, **{k: v for k, v in sn.items() if k != "max_epochs"})
     search_cb = AdaSSearchCallback(seed=seed, output=str(out / "adass_sizes.yaml"), **asdict(search))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=supernet.max_epochs,
-        callbacks=[sup_cb, search_cb],
-        logger=CSVLogger(out, name="supernet"),
-        enable_checkpointing=False,
-        enable_progress_bar=progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = supernet_trainer(supernet.max_epochs, [sup_cb, search_cb], CSVLogger(out, name="supernet"), progress_bar)
     t0 = time.perf_counter()
     trainer.fit(cli.model, cli.datamodule)
     supernet_s = time.perf_counter() - t0 - search_cb.result.seconds
