@@ -1,33 +1,41 @@
-"""Multi-fidelity HPO benchmark harness (FlexHB issue; work in progress: peers not wired in yet).
+"""Multi-fidelity HPO benchmark: FlexHB against its own modes, ablations and peer tuners.
 
-    python benchmarks/hpo.py [--problems branin] [--seeds 30] [--budget 20]
+    scripts/install_hpo.sh                      # .venv-hpo: the project + peers (numpy<2)
+    .venv-hpo/bin/python benchmarks/hpo.py [--problems ...] [--methods ...] [--seeds 30] [--jobs 2]
 
-Runs the tuner's modes (random, hyperband, bohb, flexhb) and FlexHB ablations on each problem;
-the budget is counted in full-budget equivalents inside the tuner (trials resume; restarts are
-charged in full). y = best loss measured *at the full budget* so far. Reports final regret
-(mean ± SEM), average rank over seeds, speedup of FlexHB over each method (budget the method
-needs to reach its own final mean regret / budget FlexHB needs for the same), and the wall
-time per suggestion. Writes benchmarks/results/hpo.json and hpo.png.
+Problems (benchmarks/hpo_problems.py): continuous-fidelity Branin (1..27), mf-prior-bench
+``mfh3``/``mfh6`` in good/bad/terrible variants (1..100), an MLP on sklearn's digits (epochs
+1..27). Methods: this package's modes (random, hyperband, bohb, flexhb) and FlexHB ablations,
+and the peers Optuna (TPE + HyperbandPruner), SMAC3 (multi-fidelity facade, Hyperband), DEHB and
+HpBandSter BOHB (benchmarks/hpo_peers.py), all with eta 3. Every method is charged by the same
+:class:`Meter` in full-fidelity equivalents: our modes and Optuna resume trials (pay only the new
+budget), SMAC3, DEHB and HpBandSter restart them (pay the whole budget). y = best loss measured
+*at full fidelity* so far. Reports final regret (mean ± SEM), average rank over seeds, speedup of
+FlexHB over each method (budget the method needs to reach its own final mean regret / budget
+FlexHB needs for the same) and tuner overhead per configuration (wall time outside the
+objective / configurations tried). Runs are cached in a JSONL file (rerunning skips finished
+ones); writes benchmarks/results/hpo.json and hpo.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from lightning_des.tuner.benchmarks import BRANIN_MIN, BRANIN_SPACE, branin_objective
-from lightning_des.tuner.flexhb import FlexHB, Job
-from lightning_des.tuner.space import SearchSpace
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hpo_problems import SYNTHETIC, Exhausted, Meter, Problem, make_problem  # noqa: E402
+
+from lightning_des.tuner.flexhb import FlexHB  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = {
+OURS = {
     "random": dict(mode="random"),
     "hyperband": dict(mode="hyperband"),
     "bohb": dict(mode="bohb"),
@@ -35,33 +43,45 @@ METHODS = {
     "flexhb-no-glosh": dict(mode="flexhb", global_sh=False),
     "flexhb-no-flexband": dict(mode="flexhb", flexband=False),
     "flexhb-coarse": dict(mode="flexhb", fine_grained=False),
+    "flexhb-single-model": dict(mode="flexhb", surrogate="single"),
 }
+PEER_NAMES = ["optuna", "smac", "dehb", "hpbandster"]
+METHODS = [*OURS, *PEER_NAMES]
+PROBLEMS = [*SYNTHETIC, "digits-mlp"]
 
 
-@dataclass
-class Problem:
-    name: str
-    space: SearchSpace
-    min_budget: float
-    max_budget: float
-    objective: Callable[[Job], dict[float, float]]
-    optimum: float
+def run_ours(p: Problem, method: str, seed: int, meter: Meter) -> int:
+    t = FlexHB(p.space, p.min_budget, p.max_budget, eta=3, seed=seed, **OURS[method])
+    states: dict[int, object] = {}
+    try:
+        while True:
+            meter.check()
+            job = t.ask()
+            t0 = time.perf_counter()
+            losses, states[job.trial_id] = p.evaluate(job.config, job.points, states.get(job.trial_id) if job.start > 0 else None)
+            meter.eval_s += time.perf_counter() - t0
+            meter.charge(job.cost, losses)
+            t.tell(job, losses)
+    except Exhausted:
+        pass
+    return len(t.trials)
 
 
-PROBLEMS = {"branin": Problem("branin", BRANIN_SPACE, 1, 27, branin_objective(), BRANIN_MIN)}
+def run_one(problem: str, method: str, seed: int, budget: float) -> dict:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    p = make_problem(problem)
+    meter = Meter(budget, p.max_budget)
+    t0 = time.perf_counter()
+    if method in OURS:
+        n = run_ours(p, method, seed, meter)
+    else:
+        from hpo_peers import PEERS
 
-
-def run_one(p: Problem, method: str, seed: int, budget: float) -> dict:
-    t = FlexHB(p.space, p.min_budget, p.max_budget, eta=3, seed=seed, **METHODS[method])
-    ask_s = []
-    while t.budget_used < budget * p.max_budget:
-        n, t0 = len(t.trials), time.perf_counter()
-        job = t.ask()
-        if len(t.trials) > n:  # a new configuration was suggested
-            ask_s.append(time.perf_counter() - t0)
-        t.tell(job, p.objective(job))
-    curve = [(r["budget"] / p.max_budget, r["best"] - p.optimum) for r in t.log]
-    return {"problem": p.name, "method": method, "seed": seed, "curve": curve, "final": curve[-1][1], "ask_s": statistics.median(ask_s)}
+        n = PEERS[method](p, seed, meter)
+    wall = time.perf_counter() - t0
+    curve = [(u, b - p.optimum) for u, b in meter.curve]
+    return {"problem": problem, "method": method, "seed": seed, "curve": curve, "final": curve[-1][1],
+            "configs": n, "overhead_s": (wall - meter.eval_s) / max(n, 1), "wall_s": wall}
 
 
 def mean_curve(runs: list[dict], grid: np.ndarray) -> np.ndarray:
@@ -88,7 +108,7 @@ def summarize(rows: list[dict], budget: float) -> str:
                 ranks[m].append(i + 1)
         curves = {m: mean_curve([r for r in rs if r["method"] == m], grid) for m in methods}
         lines += [f"\n### {prob} ({len(seeds)} seeds, {budget:g} full-budget equivalents)\n",
-                  "| method | final regret (mean ± SEM) | average rank | FlexHB speedup | s per suggestion |", "|---|---|---|---|---|"]
+                  "| method | final regret (mean ± SEM) | average rank | FlexHB speedup | overhead s/config |", "|---|---|---|---|---|"]
         for m in methods:
             f = [r["final"] for r in rs if r["method"] == m]
             sem = statistics.stdev(f) / len(f) ** 0.5 if len(f) > 1 else 0.0
@@ -96,7 +116,7 @@ def summarize(rows: list[dict], budget: float) -> str:
             b_m = grid[np.argmax(curves[m] <= target)]
             reach = curves["flexhb"] <= target
             speed = f"{b_m / grid[np.argmax(reach)]:.2f}x" if reach.any() and m != "flexhb" else ("-" if m == "flexhb" else "never")
-            ask = statistics.median(r["ask_s"] for r in rs if r["method"] == m)
+            ask = statistics.median(r["overhead_s"] for r in rs if r["method"] == m)
             lines.append(f"| {m} | {statistics.mean(f):.4f} ± {sem:.4f} | {statistics.mean(ranks[m]):.2f} | {speed} | {ask:.4f} |")
     return "\n".join(lines)
 
@@ -126,15 +146,48 @@ def plot(rows: list[dict], budget: float, path: Path) -> None:
     print(f"wrote {path}")
 
 
+def _run(args: tuple) -> dict:
+    return run_one(*args)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=list(PROBLEMS))
-    ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
-    ap.add_argument("--seeds", type=int, default=30)
+    ap.add_argument("--problems", nargs="*", default=PROBLEMS, choices=PROBLEMS)
+    ap.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
+    ap.add_argument("--seeds", type=int, default=30, help="seeds on the synthetic problems")
+    ap.add_argument("--seeds-real", type=int, default=10, help="seeds on digits-mlp")
     ap.add_argument("--budget", type=float, default=20.0, help="full-budget equivalents per run")
+    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (1 thread each)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "hpo.json"))
     args = ap.parse_args()
-    rows = [run_one(PROBLEMS[p], m, s, args.budget) for p in args.problems for m in args.methods for s in range(args.seeds)]
+    cache = Path(args.out).with_suffix(".jsonl")
+    done = {}
+    if cache.is_file():
+        for line in cache.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("budget", args.budget) == args.budget:
+                done[(r["problem"], r["method"], r["seed"])] = r
+    todo = [(p, m, s, args.budget) for p in args.problems for m in args.methods
+            for s in range(args.seeds if p in SYNTHETIC else args.seeds_real) if (p, m, s) not in done]
+    print(f"{len(todo)} runs to do, {len(done)} cached in {cache}")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    with cache.open("a") as f:
+        if args.jobs > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(args.jobs) as pool:
+                results = pool.imap_unordered(_run, todo)
+                for r in results:
+                    f.write(json.dumps({**r, "budget": args.budget}) + "\n")
+                    f.flush()
+                    done[(r["problem"], r["method"], r["seed"])] = r
+        else:
+            for t in todo:
+                r = run_one(*t)
+                f.write(json.dumps({**r, "budget": args.budget}) + "\n")
+                f.flush()
+                done[(r["problem"], r["method"], r["seed"])] = r
+    rows = [r for (p, m, _), r in done.items() if p in args.problems and m in args.methods]
     Path(args.out).write_text(json.dumps({"budget": args.budget, "rows": rows}))
     print(summarize(rows, args.budget))
     plot(rows, args.budget, Path(args.out).with_suffix(".png"))
