@@ -8,16 +8,25 @@ Each trial lives in ``output_dir/trials/<id>/``; a job trains it from its last c
 training. :class:`FidelityReportCallback` records the metric at every fine-grained point.
 ``study.json`` holds the whole study (an interrupted run continues from it), ``results.json``
 the trials and ``best.yaml`` the recipe with the best configuration, ready for ``fit``.
+
+Where trials run: ``executor="local"`` (default) uses ``n_workers`` local processes; a trial
+whose recipe trains on several processes (``trainer.devices`` or ``num_nodes`` > 1, e.g. DES)
+runs as its own ``python -m lightning_des.tuner.trial`` subprocess so that Lightning's launcher
+can start its ranks. ``executor="submitit"`` submits each job to SLURM through submitit (one
+task per device and node, Lightning reads the ranks from SLURM), or runs it locally with
+``executor_options: {cluster: local}``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import copy
 import json
 import logging
 import math
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -92,11 +101,39 @@ def run_trial(recipe: str, job: Job, trial_dir: str, metric: str, sign: float, f
     cli = cli_main(["--config", str(d / "config.yaml"), "--seed_everything", str(seed)], run=False)
     report = next(c for c in cli.trainer.callbacks if isinstance(c, FidelityReportCallback))
     last = d / "last.ckpt"
-    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last) if job.start > 0 and last.is_file() else None)
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last) if job.start > 0 and last.exists() else None)
+    if cli.trainer.global_rank != 0:
+        return {}
     missing = [p for p in job.points if p not in report.reports]
     if missing:
         raise RuntimeError(f"trial {job.trial_id}: no {metric!r} at budgets {missing}; reported {sorted(report.reports)}")
     return {p: sign * report.reports[p] for p in job.points}
+
+
+def is_distributed(recipe: dict) -> bool:
+    """Whether a recipe's trainer runs on several processes (devices or num_nodes > 1)."""
+    tr = recipe.get("trainer") or {}
+    devices = tr.get("devices", 1)
+    n = len(devices) if isinstance(devices, (list, tuple)) else (int(devices) if str(devices).lstrip("-").isdigit() else 1)
+    return n > 1 or int(tr.get("num_nodes", 1) or 1) > 1
+
+
+def run_trial_subprocess(recipe: str, job: Job, trial_dir: str, metric: str, sign: float, fidelity: Fidelity, seed: int,
+                         grain: float) -> dict[float, float]:
+    """:func:`run_trial` in a fresh ``python -m lightning_des.tuner.trial`` process, so that a
+    multi-process (e.g. DES) trainer can launch its ranks; returns rank 0's result."""
+    d = Path(trial_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    spec = d / f"job{job.target:g}.json"
+    result = spec.with_suffix(".result.json")
+    result.unlink(missing_ok=True)
+    spec.write_text(json.dumps({"recipe": recipe, "job": vars(job), "trial_dir": trial_dir, "metric": metric, "sign": sign,
+                                "fidelity": fidelity, "seed": seed, "grain": grain, "result": str(result)}))
+    proc = subprocess.run([sys.executable, "-m", "lightning_des.tuner.trial", str(spec)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if proc.returncode != 0 or not result.is_file():
+        raise RuntimeError(f"trial {job.trial_id} (job to {job.target:g}) failed with exit code {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return {float(k): v for k, v in json.loads(result.read_text()).items()}
 
 
 class FlexHBTuner:
@@ -110,7 +147,11 @@ class FlexHBTuner:
         fidelity: ``epochs`` or ``steps``; ``min_budget``/``max_budget``/``grain`` in that unit.
         method: ``flexhb``, ``bohb``, ``hyperband`` or ``random`` (see :class:`FlexHB`).
         total_budget: budget to spend, in full-fidelity equivalents (``max_budget`` units each).
-        n_workers: trials run in parallel local processes (each trial single-process).
+        n_workers: trials run in parallel (local processes, or submitit jobs at a time).
+        executor: ``local`` or ``submitit`` (SLURM through submitit; see the module docstring).
+        executor_options: for submitit: ``folder`` (default ``output_dir/submitit``),
+            ``cluster`` (``None`` = auto-detect SLURM, ``local``, ``debug``) and any
+            ``AutoExecutor.update_parameters`` key (``slurm_partition``, ``timeout_min`` ...).
         output_dir: trial directories, ``study.json``, ``results.json``, ``best.yaml``.
         seed: tuner seed; trials are seeded with it too.
         tuner_kwargs: further :class:`FlexHB` switches (``global_sh``, ``flexband`` ...).
@@ -133,6 +174,8 @@ class FlexHBTuner:
         output_dir: str = "lightning_logs/tune",
         seed: int = 0,
         tuner_kwargs: dict[str, Any] | None = None,
+        executor: Literal["local", "submitit"] = "local",
+        executor_options: dict[str, Any] | None = None,
     ) -> None:
         if not Path(recipe).is_file():
             raise FileNotFoundError(f"tune recipe {recipe!r} not found")
@@ -142,6 +185,11 @@ class FlexHBTuner:
             raise ValueError(f"fidelity must be 'epochs' or 'steps', got {fidelity!r}")
         if n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        if executor not in ("local", "submitit"):
+            raise ValueError(f"executor must be 'local' or 'submitit', got {executor!r}")
+        self.executor, self.executor_options = executor, dict(executor_options or {})
+        if executor == "local" and self.executor_options:
+            raise ValueError(f"executor_options are for executor='submitit', got {sorted(self.executor_options)}")
         self.recipe, self.metric, self.fidelity = str(Path(recipe).resolve()), metric, fidelity
         self.sign = 1.0 if direction == "min" else -1.0
         self.space = SearchSpace.from_dict(space)
@@ -155,30 +203,52 @@ class FlexHBTuner:
             self.tuner.load(self.study)
             log.info("resuming the study in %s (%.0f of %.0f budget used)", self.study, self.tuner.budget_used, self.total)
 
-    def _submit(self, pool: cf.Executor, job: Job) -> cf.Future:
-        return pool.submit(run_trial, self.recipe, job, str(self.out / "trials" / str(job.trial_id)), self.metric, self.sign,
-                           self.fidelity, self.seed, self.tuner.grain)
+    def _pool(self):
+        """The executor: local processes (threads that wait on subprocesses for distributed
+        trials) or a submitit ``AutoExecutor``."""
+        recipe = yaml.safe_load(Path(self.recipe).read_text())
+        tr = recipe.get("trainer") or {}
+        if self.executor == "submitit":
+            import submitit
+
+            opts = dict(self.executor_options)
+            ex = submitit.AutoExecutor(folder=opts.pop("folder", str(self.out / "submitit")), cluster=opts.pop("cluster", None))
+            devices = tr.get("devices", 1)
+            tasks = len(devices) if isinstance(devices, (list, tuple)) else (int(devices) if str(devices).isdigit() else 1)
+            ex.update_parameters(**{"tasks_per_node": tasks, "nodes": int(tr.get("num_nodes", 1) or 1), "timeout_min": 60, **opts})
+            return ex, run_trial
+        if is_distributed(recipe):
+            return cf.ThreadPoolExecutor(self.n_workers), run_trial_subprocess
+        return cf.ProcessPoolExecutor(self.n_workers, mp_context=mp.get_context("spawn")), run_trial
 
     def run(self) -> dict[str, Any]:
         """Run until ``total_budget`` is spent; returns (and writes) the results."""
         self.out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        ctx = mp.get_context("spawn")
-        with cf.ProcessPoolExecutor(self.n_workers, mp_context=ctx) as pool:
-            running: dict[cf.Future, Job] = {}
+        pool, fn = self._pool()
+        running: dict[Any, Job] = {}
+        try:
             while self.tuner.budget_used < self.total or running:
                 while self.tuner.budget_used + sum(j.cost for j in running.values()) < self.total and len(running) < self.n_workers:
                     job = self.tuner.ask()
                     if job is None:
                         break
-                    running[self._submit(pool, job)] = job
+                    running[pool.submit(fn, self.recipe, job, str(self.out / "trials" / str(job.trial_id)), self.metric, self.sign,
+                                        self.fidelity, self.seed, self.tuner.grain)] = job
                 if not running:
                     break
-                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                if all(isinstance(f, cf.Future) for f in running):
+                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                else:  # submitit jobs: poll
+                    while not (done := [f for f in running if f.done()]):
+                        time.sleep(1.0)
                 for fut in done:
                     job = running.pop(fut)
                     self.tuner.tell(job, fut.result())
                     self.tuner.save(self.study)
+        finally:
+            if isinstance(pool, cf.Executor):
+                pool.shutdown(cancel_futures=True)
         return self.write_results(time.perf_counter() - t0)
 
     def write_results(self, seconds: float = 0.0) -> dict[str, Any]:

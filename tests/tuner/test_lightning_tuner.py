@@ -82,3 +82,40 @@ def test_tune_recipes_build_a_tuner(name, tmp_path):
     cfg.update(recipe=str(ROOT / "recipes" / cfg["recipe"]), output_dir=str(tmp_path))
     tuner = FlexHBTuner(**cfg)
     assert tuner.tuner.s_max == 2 and tuner.n_workers == 2 and set(tuner.space.params) == set(cfg["space"])
+
+
+def test_submitit_executor_runs_trials_as_jobs(recipe, tmp_path):
+    """executor=submitit (its local cluster here; SLURM on a cluster): every job is a submitit
+    job with its own logs, trials still resume from their checkpoints."""
+    out = tmp_path / "tune_submitit"
+    tuner = FlexHBTuner(str(recipe), SPACE, min_budget=1, max_budget=3, eta=3, method="hyperband", total_budget=1.7,
+                        n_workers=1, output_dir=str(out), seed=0, executor="submitit", executor_options={"cluster": "local"})
+    res = tuner.run()
+    assert res["best"] is not None and tuner.tuner.budget_used >= 1.7 * 3
+    jobs = list((out / "submitit").glob("*_result.pkl"))
+    assert len(jobs) == len(tuner.tuner.log)  # one submitit job per tuner job
+    assert any(tr.budget == 3.0 and tr.loss_at(1.0) is not None for tr in tuner.tuner.trials)
+    with pytest.raises(ValueError, match="executor must be"):
+        FlexHBTuner(str(recipe), SPACE, executor="ray", output_dir=str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="executor_options are for"):
+        FlexHBTuner(str(recipe), SPACE, executor_options={"cluster": "local"}, output_dir=str(tmp_path / "x"))
+
+
+@pytest.mark.slow
+def test_des_trials_run_on_two_processes_and_resume(tmp_path, monkeypatch):
+    """A trial whose recipe trains with DES on 2 gloo processes: each job is a subprocess that
+    Lightning's launcher fans out; the paused trial resumes from its sharded checkpoint."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    des = dict(RECIPE, trainer={"accelerator": "cpu", "devices": 2, "max_epochs": 1,
+                                "strategy": {"class_path": "lightning_des.DESStrategy", "init_args": {"mode": "des"}}})
+    p = tmp_path / "fm_des.yaml"
+    p.write_text(yaml.safe_dump(des))
+    out = tmp_path / "tune_des"
+    tuner = FlexHBTuner(str(p), SPACE, min_budget=1, max_budget=2, eta=2, method="hyperband", total_budget=1.5,
+                        n_workers=1, output_dir=str(out), seed=0)
+    res = tuner.run()
+    resumed = [tr for tr in tuner.tuner.trials if tr.budget == 2.0 and tr.loss_at(1.0) is not None]
+    assert res["best"] is not None and resumed
+    assert sorted(resumed[0].measurements) == [1.0, 2.0]
+    assert (out / "trials" / str(resumed[0].id) / "last.ckpt").is_dir()  # DES: one file per rank
