@@ -19,7 +19,7 @@ TINY = ["--trainer.max_steps", "2", "--trainer.limit_train_batches", "2", "--tra
 
 
 def test_every_recipe_is_tested():
-    assert len(SINGLE) == 12 and len(DES) >= 1 and len(ADASS) == 2 and len(TUNE) == 1
+    assert len(SINGLE) == 12 and len(DES) >= 1 and len(ADASS) == 2 and len(TUNE) == 2
 
 
 @pytest.mark.parametrize("recipe", SINGLE, ids=lambda p: p.stem)

@@ -73,7 +73,7 @@ def test_tune_command_errors(recipe, tmp_path, capsys):
     assert "parameter 'model.init_args.dense_lr'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["tune_deepfm_adult"])
+@pytest.mark.parametrize("name", ["tune_deepfm_adult", "tune_deepfm_movielens"])
 def test_tune_recipes_build_a_tuner(name, tmp_path):
     """The shipped tune configs parse and name an existing model recipe and a valid space."""
     from tests.test_cli import ROOT
@@ -81,7 +81,7 @@ def test_tune_recipes_build_a_tuner(name, tmp_path):
     cfg = yaml.safe_load((ROOT / "recipes" / f"{name}.yaml").read_text())
     cfg.update(recipe=str(ROOT / "recipes" / cfg["recipe"]), output_dir=str(tmp_path))
     tuner = FlexHBTuner(**cfg)
-    assert tuner.tuner.s_max == 2 and tuner.n_workers == 2 and set(tuner.space.params) == set(cfg["space"])
+    assert tuner.tuner.s_max == 2 and tuner.n_workers == cfg["n_workers"] and set(tuner.space.params) == set(cfg["space"])
 
 
 def test_submitit_executor_runs_trials_as_jobs(recipe, tmp_path):
