@@ -8,6 +8,8 @@
   search (supernet, search under a memory budget, retraining); see :mod:`lightning_des.adass`.
 * ``lightning-des tune --config recipes/tune_<model>_<data>.yaml``: FlexHB tuning of a recipe
   (:mod:`lightning_des.tuner.lightning`).
+* ``lightning-des poem "<intent>" --generator G.ckpt [--keyword-lm K.ckpt]``: plan and write a
+  quatrain (:class:`~lightning_des.models.poetry.PlanningPoetGenerator`).
 * ``lightning-des checkpoint consolidate DIR OUT.ckpt``: a sharded DES checkpoint as one
   ordinary checkpoint, for single-process inference (``predict --ckpt_path OUT.ckpt``).
 """
@@ -32,6 +34,31 @@ class DESLightningCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.schema", "model.init_args.schema", apply_on="instantiate")
+
+
+class PoetryLightningCLI(LightningCLI):
+    """LightningCLI for the poetry models: the data module's character vocabulary size is
+    linked into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+
+
+def _model_class_path(args: Sequence[str]) -> str:
+    """The ``model`` class path named by ``--config`` files or ``--model`` arguments (last wins)."""
+    import yaml
+
+    found = ""
+    it = iter(args)
+    for a in it:
+        key, _, val = a.partition("=")
+        if key in ("--config", "-c", "--model", "--model.class_path"):
+            val = val or next(it, "")
+            if key in ("--config", "-c") and Path(val).is_file():
+                model = (yaml.safe_load(Path(val).read_text()) or {}).get("model")
+                val = model.get("class_path", "") if isinstance(model, dict) else (model or "")
+            found = val or found
+    return found
 
 
 def recipe_path(cfg) -> str:
@@ -89,11 +116,43 @@ def checkpoint_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def cli_main(args: Sequence[str] | None = None, run: bool = True) -> DESLightningCLI:
-    """Build (and by default run) the LightningCLI; ``args`` as for ``LightningCLI(args=...)``."""
-    return DESLightningCLI(
-        CTRModule,
-        CTRDataModule,
+def poem_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lightning-des poem", description="Plan and write a Chinese quatrain from an intent.")
+    parser.add_argument("intent", help="a word, phrase or short text, e.g. 秋夜思乡")
+    parser.add_argument("--generator", required=True, type=Path, help="LineGenerator checkpoint (recipes/poetry_planned.yaml)")
+    parser.add_argument("--keyword-lm", type=Path, default=None, help="keyword LM checkpoint (recipes/poetry_keywords.yaml); "
+                        "without it the plan is expanded from corpus co-occurrence")
+    parser.add_argument("--chars", type=int, choices=[5, 7], default=7, help="characters per line")
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--no-rhyme", action="store_true", help="do not force lines 2 and 4 to rhyme")
+    parser.add_argument("--no-tone", action="store_true", help="do not force level tones at the rhyme positions")
+    args = parser.parse_args(argv)
+    from lightning_des.models.poetry import PlanningPoetGenerator
+
+    try:
+        poet = PlanningPoetGenerator.from_checkpoints(args.generator, args.keyword_lm)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"lightning-des poem: {err}", file=sys.stderr)
+        return 1
+    poem = poet.generate(args.intent, chars=args.chars, rhyme=not args.no_rhyme, tone=not args.no_tone, beam=args.beam)
+    print(poem)
+    return 0
+
+
+def cli_main(args: Sequence[str] | None = None, run: bool = True) -> LightningCLI:
+    """Build (and by default run) the LightningCLI; ``args`` as for ``LightningCLI(args=...)``.
+    Recommender recipes get :class:`DESLightningCLI`; a model from
+    ``lightning_des.models.poetry`` gets :class:`PoetryLightningCLI`."""
+    if _model_class_path(sys.argv[1:] if args is None else args).startswith("lightning_des.models.poetry"):
+        from lightning_des.data.poems import PoetryDataModule
+        from lightning_des.models.poetry.base import PoetryModule
+
+        cli_cls, model_cls, data_cls = PoetryLightningCLI, PoetryModule, PoetryDataModule
+    else:
+        cli_cls, model_cls, data_cls = DESLightningCLI, CTRModule, CTRDataModule
+    return cli_cls(
+        model_cls,
+        data_cls,
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,
@@ -113,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         from lightning_des.tuner.lightning import tune_main
 
         return tune_main(argv[1:])
+    if argv[:1] == ["poem"]:
+        return poem_main(argv[1:])
     if argv[:1] == ["search"]:
         from lightning_des.adass import search_main
 
