@@ -163,4 +163,14 @@ def build_adult(out: Path | None = None) -> Path:
     return out
 
 
-DATASETS = {"movielens100k": prepare_movielens100k, "adult": lambda cache_dir=None, force=False: adult_path()}
+def _translation(pair: str):
+    def prepare(cache_dir: Path | None = None, force: bool = False) -> Path:
+        from lightning_des.data.translation import prepare_translation
+
+        return prepare_translation(pair, cache_dir, force)
+
+    return prepare
+
+
+DATASETS = {"movielens100k": prepare_movielens100k, "adult": lambda cache_dir=None, force=False: adult_path(),
+            "de-en": _translation("de-en"), "zh-en": _translation("zh-en")}
