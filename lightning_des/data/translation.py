@@ -23,6 +23,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
 from lightning_des.data.prepare import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -103,4 +108,167 @@ def prepare_translation(pair: str, cache_dir: Path | None = None, force: bool = 
     part.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
     part.replace(out)
     log.info("%s: %d sentence pairs -> %s", pair, len(pairs), out)
+    return out
+
+
+# --- data module ----------------------------------------------------------------------------
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+
+def read_pairs(path: str | Path) -> list[tuple[str, str]]:
+    """``source TAB target`` lines; a line without exactly one tab raises naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"parallel corpus {path} not found (run `lightning-des data prepare de-en|zh-en`)")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+                raise ValueError(f"{path}:{i}: expected 'source<TAB>target', got {line.rstrip()[:80]!r}")
+            out.append((parts[0], parts[1]))
+    return out
+
+
+class SubwordTokenizer:
+    """A SentencePiece unigram model (ids: 0 pad, 1 unk, 2 bos, 3 eos)."""
+
+    def __init__(self, model_proto: bytes) -> None:
+        import sentencepiece as spm
+
+        self.proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    @classmethod
+    def train(cls, sentences: list[str], vocab_size: int, character_coverage: float = 1.0) -> "SubwordTokenizer":
+        import io
+
+        import sentencepiece as spm
+
+        buf = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buf, vocab_size=vocab_size,
+                                       model_type="unigram", character_coverage=character_coverage, pad_id=PAD, unk_id=UNK,
+                                       bos_id=BOS, eos_id=EOS, hard_vocab_limit=False, num_threads=1, minloglevel=2)
+        return cls(buf.getvalue())
+
+    def __len__(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.sp.decode([i for i in ids if i > EOS])
+
+
+class BucketBatchSampler(torch.utils.data.Sampler):
+    """Batches of similar source length: shuffle, cut into chunks of 50 batches, sort each
+    chunk by length, batch it, shuffle the batches (a new order every epoch, seeded)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0) -> None:
+        self.lengths, self.batch_size, self.shuffle, self.seed, self.epoch = lengths, batch_size, shuffle, seed, 0
+
+    def __iter__(self):
+        g = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        idx = g.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        chunk = self.batch_size * 50
+        batches = []
+        for c in range(0, len(idx), chunk):
+            part = sorted(idx[c:c + chunk], key=lambda i: self.lengths[i])
+            batches += [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+        order = g.permutation(len(batches)) if self.shuffle else range(len(batches))
+        return iter([list(map(int, batches[i])) for i in order])
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+
+class TranslationDataModule(pl.LightningDataModule):
+    """A parallel corpus with SentencePiece subwords per side, a deterministic 80/10/10 split
+    and length-bucketed batches of ``{"src", "tgt"}`` (source ends with ``<eos>``, target is
+    ``<bos> ... <eos>``).
+
+    Args:
+        pair: ``de-en`` or ``zh-en`` (prepared into the cache), or ``path`` to any TSV.
+        reverse: translate target -> source instead.
+        vocab_size: subword vocabulary per side (a maximum for small corpora).
+        max_tokens: drop training pairs longer than this on either side (counted in the log).
+        max_pairs: keep the first N pairs (tests, quick runs).
+    """
+
+    def __init__(self, pair: str = "de-en", path: str | None = None, reverse: bool = False, vocab_size: int = 8000,
+                 max_tokens: int = 64, batch_size: int = 64, seed: int = 0, max_pairs: int | None = None,
+                 num_workers: int = 0) -> None:
+        super().__init__()
+        if path is None and pair not in PAIRS:
+            raise ValueError(f"unknown language pair {pair!r}; known: {sorted(PAIRS)} (or give path=)")
+        pairs = read_pairs(path or default_cache_dir() / "translation" / f"{pair}.tsv")[:max_pairs]
+        if reverse:
+            pairs = [(t, s) for s, t in pairs]
+        if len(pairs) < 3:
+            raise ValueError(f"need at least 3 sentence pairs, got {len(pairs)}")
+        self.pair, self.batch_size, self.seed, self.num_workers = pair, batch_size, seed, num_workers
+        idx = np.random.default_rng(seed).permutation(len(pairs))
+        a, b = int(0.8 * len(pairs)), int(0.9 * len(pairs))
+        self.train_pairs, self.val_pairs, self.test_pairs = ([pairs[i] for i in idx[s]] for s in (slice(0, a), slice(a, b), slice(b, None)))
+        zh = lambda texts: any("\u4e00" <= c <= "\u9fff" for t in texts[:50] for c in t)  # noqa: E731
+        src, tgt = [s for s, _ in self.train_pairs], [t for _, t in self.train_pairs]
+        self.src_tok = SubwordTokenizer.train(src, vocab_size, 0.9995 if zh(src) else 1.0)
+        self.tgt_tok = SubwordTokenizer.train(tgt, vocab_size, 0.9995 if zh(tgt) else 1.0)
+        self.max_tokens = max_tokens
+
+    @property
+    def src_vocab_size(self) -> int:
+        return len(self.src_tok)
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return len(self.tgt_tok)
+
+    def encode(self, pairs: list[tuple[str, str]], drop_long: bool) -> list[dict]:
+        out, dropped = [], 0
+        for s, t in pairs:
+            src, tgt = self.src_tok.encode(s) + [EOS], [BOS] + self.tgt_tok.encode(t) + [EOS]
+            if drop_long and max(len(src), len(tgt)) > self.max_tokens:
+                dropped += 1
+                continue
+            out.append({"src": src, "tgt": tgt})
+        if dropped:
+            log.info("dropped %d of %d training pairs longer than %d tokens", dropped, len(pairs), self.max_tokens)
+        return out
+
+    def state_dict(self) -> dict:
+        return {"src_sp": self.src_tok.proto, "tgt_sp": self.tgt_tok.proto, "pair": self.pair}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("src_sp") != self.src_tok.proto or state.get("tgt_sp") != self.tgt_tok.proto:
+            raise ValueError("the checkpoint's subword models differ from this data module's (other corpus, split or vocab_size)")
+
+    def _loader(self, pairs, train: bool) -> DataLoader:
+        items = self.encode(pairs, drop_long=train)
+        sampler = BucketBatchSampler([len(x["src"]) for x in items], self.batch_size, shuffle=train, seed=self.seed)
+        return DataLoader(items, batch_sampler=sampler, collate_fn=collate_pairs, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_pairs, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_pairs, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_pairs, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_pairs, False)
+
+
+def collate_pairs(batch: list[dict]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k in batch[0]:
+        t = torch.full((len(batch), max(len(b[k]) for b in batch)), PAD, dtype=torch.long)
+        for i, b in enumerate(batch):
+            t[i, : len(b[k])] = torch.tensor(b[k])
+        out[k] = t
     return out
