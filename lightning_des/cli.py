@@ -44,6 +44,14 @@ class PoetryLightningCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
 
 
+class NMTLightningCLI(LightningCLI):
+    """LightningCLI for translation: both subword vocabulary sizes are linked into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.src_vocab_size", "model.init_args.src_vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.tgt_vocab_size", "model.init_args.tgt_vocab_size", apply_on="instantiate")
+
+
 def _model_class_path(args: Sequence[str]) -> str:
     """The ``model`` class path named by ``--config`` files or ``--model`` arguments (last wins)."""
     import yaml
@@ -142,12 +150,19 @@ def poem_main(argv: Sequence[str]) -> int:
 def cli_main(args: Sequence[str] | None = None, run: bool = True) -> LightningCLI:
     """Build (and by default run) the LightningCLI; ``args`` as for ``LightningCLI(args=...)``.
     Recommender recipes get :class:`DESLightningCLI`; a model from
-    ``lightning_des.models.poetry`` gets :class:`PoetryLightningCLI`."""
-    if _model_class_path(sys.argv[1:] if args is None else args).startswith("lightning_des.models.poetry"):
+    ``lightning_des.models.poetry`` gets :class:`PoetryLightningCLI`, one from
+    ``lightning_des.models.nmt`` :class:`NMTLightningCLI`."""
+    model = _model_class_path(sys.argv[1:] if args is None else args)
+    if model.startswith("lightning_des.models.poetry"):
         from lightning_des.data.poems import PoetryDataModule
         from lightning_des.models.poetry.base import PoetryModule
 
         cli_cls, model_cls, data_cls = PoetryLightningCLI, PoetryModule, PoetryDataModule
+    elif model.startswith("lightning_des.models.nmt"):
+        from lightning_des.data.translation import TranslationDataModule
+        from lightning_des.models.nmt import Seq2Seq
+
+        cli_cls, model_cls, data_cls = NMTLightningCLI, Seq2Seq, TranslationDataModule
     else:
         cli_cls, model_cls, data_cls = DESLightningCLI, CTRModule, CTRDataModule
     return cli_cls(

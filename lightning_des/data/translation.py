@@ -147,9 +147,12 @@ class SubwordTokenizer:
         import sentencepiece as spm
 
         buf = io.BytesIO()
-        spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buf, vocab_size=vocab_size,
+        try:
+            spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buf, vocab_size=vocab_size,
                                        model_type="unigram", character_coverage=character_coverage, pad_id=PAD, unk_id=UNK,
                                        bos_id=BOS, eos_id=EOS, hard_vocab_limit=False, num_threads=1, minloglevel=2)
+        except RuntimeError as err:
+            raise ValueError(f"SentencePiece could not train a vocabulary of {vocab_size}: {err}") from err
         return cls(buf.getvalue())
 
     def __len__(self) -> int:

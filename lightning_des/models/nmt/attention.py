@@ -1,0 +1,60 @@
+"""Attention readers over the encoder annotations, one step at a time.
+
+* :class:`BahdanauAttention`: additive attention, ``a = softmax_j(v^T tanh(W q + U h_j))``,
+  ``c = sum_j a_j h_j``; no state across steps.
+* :class:`KVMemoryAttention` (KVMemAtt): a fixed value memory ``V = {h_j}`` and a key memory
+  ``K`` (initialised to ``h_j``) that is rewritten at every read and carried to the next
+  decoding step. Each step runs ``rounds`` rounds of: address with the key memory,
+  ``a = softmax_j(v^T tanh(W q + U K_j))``; read ``c = sum_j a_j V_j``; update
+  ``K_j <- K_j * (1 - a_j F) + a_j A`` with forget ``F = sigmoid(W_F q)`` and add
+  ``A = tanh(W_A q)``; refine ``q <- tanh(W_r [q; c])``. The last round's ``c`` and ``a``
+  are the step's context and attention.
+
+Choices where the paper is not explicit (documented here, tested): ``K`` starts as a copy of
+``h_j`` (same width); ``F``/``A`` are computed from the round's query (one vector for every
+slot, each slot scaled by its own weight ``a_j``); the refinement is one tanh layer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BahdanauAttention(nn.Module):
+    def __init__(self, query_dim: int, memory_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.w, self.u, self.v = nn.Linear(query_dim, hidden), nn.Linear(memory_dim, hidden, bias=False), nn.Linear(hidden, 1, bias=False)
+
+    def init_state(self, memory: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.u(memory),)  # the keys never change: precompute U h_j
+
+    def forward(self, q: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        (keys,) = state
+        a = torch.softmax(self.v(torch.tanh(keys + self.w(q)[:, None])).squeeze(-1).masked_fill(~mask, float("-inf")), -1)
+        return (a[..., None] * memory).sum(1), a, state
+
+
+class KVMemoryAttention(nn.Module):
+    def __init__(self, query_dim: int, memory_dim: int, hidden: int, rounds: int = 2) -> None:
+        super().__init__()
+        if rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {rounds}")
+        self.rounds = rounds
+        self.w, self.u, self.v = nn.Linear(query_dim, hidden), nn.Linear(memory_dim, hidden, bias=False), nn.Linear(hidden, 1, bias=False)
+        self.forget, self.add = nn.Linear(query_dim, memory_dim), nn.Linear(query_dim, memory_dim)
+        self.refine = nn.Linear(query_dim + memory_dim, query_dim)
+
+    def init_state(self, memory: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (memory.clone(),)  # K^0 = h
+
+    def forward(self, q: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        (keys,) = state
+        for _ in range(self.rounds):
+            a = torch.softmax(self.v(torch.tanh(self.u(keys) + self.w(q)[:, None])).squeeze(-1).masked_fill(~mask, float("-inf")), -1)
+            c = (a[..., None] * memory).sum(1)
+            f, add = torch.sigmoid(self.forget(q)), torch.tanh(self.add(q))
+            w = (a * mask)[..., None]
+            keys = keys * (1 - w * f[:, None]) + w * add[:, None]
+            q = torch.tanh(self.refine(torch.cat([q, c], -1)))
+        return c, a, (keys,)

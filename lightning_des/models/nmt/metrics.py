@@ -1,0 +1,45 @@
+"""Translation metrics: corpus BLEU and chrF (sacrebleu), repetition and dropping.
+
+* repetition: n-grams that a hypothesis repeats beyond their count in the reference (at
+  least one occurrence is always allowed), per hypothesis n-gram; n = 1 and 2.
+* dropping: share of reference content words (lower-cased alphabetic words of >= 4 letters)
+  that the hypothesis misses: a reference-coverage proxy for dropped source content.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+def _ngrams(words: list[str], n: int) -> Counter:
+    return Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+
+
+def repetition_rate(hyps: list[str], refs: list[str], n: int = 1) -> float:
+    rep = total = 0
+    for h, r in zip(hyps, refs):
+        hc, rc = _ngrams(h.lower().split(), n), _ngrams(r.lower().split(), n)
+        rep += sum(max(0, c - max(1, rc[g])) for g, c in hc.items())
+        total += sum(hc.values())
+    return rep / max(total, 1)
+
+
+def dropping_rate(hyps: list[str], refs: list[str]) -> float:
+    missed = total = 0
+    for h, r in zip(hyps, refs):
+        hw = set(_WORD.findall(h.lower()))
+        content = [w for w in _WORD.findall(r.lower()) if len(w) >= 4]
+        missed += sum(w not in hw for w in content)
+        total += len(content)
+    return missed / max(total, 1)
+
+
+def translation_metrics(hyps: list[str], refs: list[str]) -> dict[str, float]:
+    from sacrebleu.metrics import BLEU, CHRF
+
+    return {"bleu": BLEU().corpus_score(hyps, [refs]).score, "chrf": CHRF().corpus_score(hyps, [refs]).score,
+            "repetition": repetition_rate(hyps, refs, 1), "repetition2": repetition_rate(hyps, refs, 2),
+            "dropping": dropping_rate(hyps, refs)}

@@ -1,0 +1,197 @@
+"""Attention encoder-decoder for translation, with Bahdanau or KVMemAtt attention.
+
+Encoder: bidirectional GRU over source subwords (the source ends with ``<eos>``). Decoder: at
+step t the query ``q = tanh(W [s_{t-1}; e(y_{t-1})])`` reads a context ``c_t`` through the
+attention module; ``s_t = GRU([e(y_{t-1}); c_t], s_{t-1})``; logits from
+``tanh(W_o [s_t; c_t; e(y_{t-1})])``. Both models share everything but the attention module.
+The optional EOS term adds ``-eos_weight * log a_{t, src_eos}`` at the step whose target is
+``<eos>`` (attend to the source end when ending the sentence).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from lightning_des.data.translation import BOS, EOS, PAD
+from lightning_des.models.nmt.attention import BahdanauAttention, KVMemoryAttention
+
+
+class Seq2Seq(pl.LightningModule):
+    """Args:
+        src_vocab_size, tgt_vocab_size: linked from the data module.
+        attention: ``bahdanau`` (baseline) or ``kvmem`` (KVMemAtt, ``rounds`` rounds per step).
+        eos_weight: weight of the EOS attention term (0 = off).
+        beam, length_penalty: test/predict decoding (beam 1 = greedy); hypotheses are ranked
+            by log-prob / length ** length_penalty.
+        max_len_ratio: decode at most ``ratio * source length + 10`` tokens.
+    """
+
+    def __init__(self, src_vocab_size: int = 0, tgt_vocab_size: int = 0, attention: Literal["bahdanau", "kvmem"] = "bahdanau",
+                 embedding_dim: int = 256, hidden: int = 256, rounds: int = 2, eos_weight: float = 0.0, dropout: float = 0.2,
+                 lr: float = 1e-3, beam: int = 5, length_penalty: float = 1.0, max_len_ratio: float = 2.0) -> None:
+        super().__init__()
+        if src_vocab_size <= 0 or tgt_vocab_size <= 0:
+            raise ValueError("src_vocab_size and tgt_vocab_size must be positive (set by the data module)")
+        if attention not in ("bahdanau", "kvmem"):
+            raise ValueError(f"attention must be 'bahdanau' or 'kvmem', got {attention!r}")
+        self.save_hyperparameters()
+        self.src_emb = nn.Embedding(src_vocab_size, embedding_dim, padding_idx=PAD)
+        self.tgt_emb = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=PAD)
+        self.encoder = nn.GRU(embedding_dim, hidden // 2, batch_first=True, bidirectional=True)
+        self.init = nn.Linear(hidden, hidden)
+        self.query = nn.Linear(hidden + embedding_dim, hidden)
+        self.att = BahdanauAttention(hidden, hidden, hidden) if attention == "bahdanau" else KVMemoryAttention(hidden, hidden, hidden, rounds)
+        self.cell = nn.GRUCell(embedding_dim + hidden, hidden)
+        self.out = nn.Linear(2 * hidden + embedding_dim, hidden)
+        self.proj = nn.Linear(hidden, tgt_vocab_size)
+        self.drop = nn.Dropout(dropout)
+
+    # -- model ---------------------------------------------------------------------------
+    def encode(self, src: torch.Tensor):
+        lengths = (src != PAD).sum(1).clamp(min=1).cpu()
+        out, _ = self.encoder(pack_padded_sequence(self.drop(self.src_emb(src)), lengths, batch_first=True, enforce_sorted=False))
+        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])
+        mask = src != PAD
+        s = torch.tanh(self.init((memory * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)))
+        return memory, mask, s, self.att.init_state(memory)
+
+    def step(self, y: torch.Tensor, s: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, att_state: tuple):
+        e = self.drop(self.tgt_emb(y))
+        q = torch.tanh(self.query(torch.cat([s, e], -1)))
+        c, a, att_state = self.att(q, memory, mask, att_state)
+        s = self.cell(torch.cat([e, c], -1), s)
+        logits = self.proj(self.drop(torch.tanh(self.out(torch.cat([s, c, e], -1)))))
+        return logits, s, a, att_state
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor):
+        """Teacher-forced logits [B, T-1, V] and attention weights [B, T-1, S]."""
+        memory, mask, s, st = self.encode(src)
+        logits, atts = [], []
+        for t in range(tgt.shape[1] - 1):
+            lt, s, a, st = self.step(tgt[:, t], s, memory, mask, st)
+            logits.append(lt)
+            atts.append(a)
+        return torch.stack(logits, 1), torch.stack(atts, 1)
+
+    def losses(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(summed token cross-entropy, token count, summed EOS-attention term)."""
+        src, tgt = batch["src"], batch["tgt"]
+        logits, atts = self(src, tgt)
+        gold = tgt[:, 1:]
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=PAD, reduction="sum")
+        src_eos = (src != PAD).sum(1) - 1  # the source's <eos> position
+        at_eos = atts[gold == EOS]  # [B, S]: attention at each sentence's <eos> step
+        eos_term = -torch.log(at_eos.gather(1, src_eos[:, None]).clamp(min=1e-9)).sum()
+        return ce, (gold != PAD).sum(), eos_term
+
+    def training_step(self, batch, batch_idx):
+        ce, n, eos = self.losses(batch)
+        loss = ce / n + self.hparams.eos_weight * eos / batch["src"].shape[0]
+        self.log("train_loss", ce / n, prog_bar=True, batch_size=int(n))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        ce, n, _ = self.losses(batch)
+        self.log("val_loss", ce / n, prog_bar=True, batch_size=int(n))
+        self.log("val_ppl", torch.exp(ce / n), batch_size=int(n))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    # -- decoding ------------------------------------------------------------------------
+    def _decode_step(self, y, s, memory, mask, st):
+        logits, s, _, st = self.step(y, s, memory, mask, st)
+        logits[:, PAD] = logits[:, BOS] = float("-inf")  # never emitted
+        return logits, s, st
+
+    @torch.no_grad()
+    def greedy(self, src: torch.Tensor) -> list[list[int]]:
+        self.eval()
+        memory, mask, s, st = self.encode(src)
+        y = torch.full((src.shape[0],), BOS, dtype=torch.long)
+        out, done = [[] for _ in range(src.shape[0])], torch.zeros(src.shape[0], dtype=torch.bool)
+        for _ in range(int(self.hparams.max_len_ratio * src.shape[1]) + 10):
+            logits, s, st = self._decode_step(y, s, memory, mask, st)
+            y = logits.argmax(-1)
+            for i in torch.nonzero(~done).ravel().tolist():
+                if int(y[i]) == EOS:
+                    done[i] = True
+                else:
+                    out[i].append(int(y[i]))
+            if done.all():
+                break
+        return out
+
+    @torch.no_grad()
+    def beam_search(self, src: torch.Tensor, beam: int | None = None) -> list[int]:
+        """One sentence (``src`` [1, S]); finished hypotheses ranked by log-prob / len ** penalty."""
+        self.eval()
+        k = beam or self.hparams.beam
+        memory, mask, s, st = self.encode(src)
+        hyps, scores = [[]], torch.zeros(1)
+        y = torch.tensor([BOS])
+        finished: list[tuple[float, list[int]]] = []
+        max_len = int(self.hparams.max_len_ratio * int(mask.sum())) + 10
+        for t in range(max_len):
+            n = len(hyps)
+            logits, s, st = self._decode_step(y, s, memory.expand(n, -1, -1), mask.expand(n, -1), st)
+            cand = (scores[:, None] + F.log_softmax(logits, -1)).view(-1)
+            top = cand.topk(min(2 * k, cand.numel()))
+            V = logits.shape[1]
+            keep_src, keep_tok, keep_score = [], [], []
+            for sc, ix in zip(top.values.tolist(), top.indices.tolist()):
+                h, tok = ix // V, ix % V
+                if tok == EOS:
+                    finished.append((sc / (len(hyps[h]) + 1) ** self.hparams.length_penalty, hyps[h]))
+                elif len(keep_src) < k:
+                    keep_src.append(h)
+                    keep_tok.append(tok)
+                    keep_score.append(sc)
+            best_open = max(keep_score, default=-math.inf) / (t + 2) ** self.hparams.length_penalty
+            if len(finished) >= k and max(f[0] for f in finished) >= best_open or not keep_src:
+                break
+            idx = torch.tensor(keep_src)
+            hyps = [hyps[h] + [tok] for h, tok in zip(keep_src, keep_tok)]
+            scores, y, s = torch.tensor(keep_score), torch.tensor(keep_tok), s.index_select(0, idx)
+            st = tuple(x.index_select(0, idx) for x in st)
+        if not finished:
+            finished = [(float(sc) / max(len(h), 1) ** self.hparams.length_penalty, h) for sc, h in zip(scores.tolist(), hyps)]
+        return max(finished, key=lambda f: f[0])[1]
+
+    def translate(self, src: torch.Tensor, beam: int | None = None) -> list[list[int]]:
+        k = beam or self.hparams.beam
+        if k == 1:
+            return self.greedy(src)
+        rows = []
+        for i in range(src.shape[0]):
+            n = int((src[i] != PAD).sum())
+            rows.append(self.beam_search(src[i: i + 1, :n], k))
+        return rows
+
+    def test_step(self, batch, batch_idx):
+        ce, n, _ = self.losses(batch)
+        self.log("test_loss", ce / n, batch_size=int(n))
+        self._outputs.extend(zip(batch["src"].tolist(), batch["tgt"].tolist(), self.translate(batch["src"])))
+
+    def on_test_epoch_start(self) -> None:
+        self._outputs = []
+
+    def on_test_epoch_end(self) -> None:
+        from lightning_des.models.nmt.metrics import translation_metrics
+
+        dm = self.trainer.datamodule
+        hyps = [dm.tgt_tok.decode(h) for _, _, h in self._outputs]
+        refs = [dm.tgt_tok.decode(t) for _, t, _ in self._outputs]
+        for k, v in translation_metrics(hyps, refs).items():
+            self.log(f"test_{k}", v)
+
+    def predict_step(self, batch, batch_idx):
+        dm = self.trainer.datamodule
+        return [dm.tgt_tok.decode(h) for h in self.translate(batch["src"])]
