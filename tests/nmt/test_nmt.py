@@ -1,0 +1,157 @@
+"""KVMemAtt NMT: attention against dense formulas, the key memory really changes and carries
+over, a toy model overfits 20 pairs, beam vs greedy, metrics by hand, corpus parsing, the CLI."""
+
+import math
+
+import pytest
+import torch
+
+from lightning_des.cli import main
+from lightning_des.data.translation import (BOS, EOS, PAD, BucketBatchSampler, TranslationDataModule, ding_pairs,
+                                            html_paragraphs, read_pairs)
+from lightning_des.models.nmt import BahdanauAttention, KVMemoryAttention, Seq2Seq, dropping_rate, repetition_rate
+
+from tests.test_cli import ROOT
+
+
+def test_bahdanau_matches_the_formula():
+    torch.manual_seed(0)
+    att = BahdanauAttention(4, 6, 5)
+    q, h = torch.randn(2, 4), torch.randn(2, 3, 6)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    c, a, _ = att(q, h, mask, att.init_state(h))
+    W, U, v = att.w.weight, att.u.weight, att.v.weight[0]
+    for b in range(2):
+        n = int(mask[b].sum())
+        e = torch.stack([v @ torch.tanh(W @ q[b] + att.w.bias + U @ h[b, j]) for j in range(n)])
+        ref = torch.softmax(e, 0)
+        assert torch.allclose(a[b, :n], ref, atol=1e-6) and float(a[b, n:].detach().sum()) == 0
+        assert torch.allclose(c[b], (ref[:, None] * h[b, :n]).sum(0), atol=1e-6)
+
+
+def test_kv_memory_update_matches_the_formula_and_carries_over():
+    torch.manual_seed(0)
+    att = KVMemoryAttention(4, 6, 5, rounds=1)
+    q, h = torch.randn(1, 4), torch.randn(1, 3, 6)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    (k0,) = att.init_state(h)
+    assert torch.equal(k0, h) and k0.data_ptr() != h.data_ptr()  # K starts as a copy of h
+    c, a, (k1,) = att(q, h, mask, (k0,))
+    e = att.v(torch.tanh(att.u(k0) + att.w(q)[:, None])).squeeze(-1)
+    ref_a = torch.softmax(e, -1)
+    f, add = torch.sigmoid(att.forget(q)), torch.tanh(att.add(q))
+    ref_k = k0 * (1 - ref_a[..., None] * f[:, None]) + ref_a[..., None] * add[:, None]
+    assert torch.allclose(a, ref_a, atol=1e-6) and torch.allclose(c, (ref_a[..., None] * h).sum(1), atol=1e-6)
+    assert torch.allclose(k1, ref_k, atol=1e-6) and (k1 - h).abs().max() > 1e-3  # the key memory changed
+    # the next step addresses with the updated keys: same query, different attention
+    _, a2, _ = att(q, h, mask, (k1,))
+    assert not torch.allclose(a2, a)
+    # in the decoder the memory carries across steps (two rounds by default)
+    m = Seq2Seq(20, 20, attention="kvmem", embedding_dim=8, hidden=12)
+    memory, mask, s, st = m.encode(torch.tensor([[5, 6, 7, EOS]]))
+    _, s, _, st1 = m.step(torch.tensor([BOS]), s, memory, mask, st)
+    assert not torch.allclose(st1[0], st[0])
+
+
+def _toy_batches(n=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src, tgt = [], []
+    for _ in range(n):
+        L = int(torch.randint(3, 7, (1,), generator=g))
+        x = torch.randint(4, 24, (L,), generator=g).tolist()
+        src.append(x + [EOS])
+        tgt.append([BOS] + [t + 10 for t in reversed(x)] + [EOS])  # reverse and shift: needs attention
+    pad = lambda seqs: torch.tensor([s + [PAD] * (max(map(len, seqs)) - len(s)) for s in seqs])  # noqa: E731
+    return {"src": pad(src), "tgt": pad(tgt)}, src, tgt
+
+
+def test_toy_kvmem_model_overfits_20_pairs():
+    torch.manual_seed(0)
+    batch, src, tgt = _toy_batches()
+    m = Seq2Seq(24, 34, attention="kvmem", embedding_dim=24, hidden=48, dropout=0.0, lr=0.01, eos_weight=0.5)
+    opt = m.configure_optimizers()
+    for _ in range(200):
+        ce, n, eos = m.losses(batch)
+        loss = ce / n + 0.5 * eos / 20
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(ce / n) < 0.05
+    greedy = m.translate(batch["src"], beam=1)
+    beam = m.translate(batch["src"], beam=4)
+    gold = [t[1:-1] for t in tgt]
+    assert sum(g == y for g, y in zip(greedy, gold)) >= 19 and sum(g == y for g, y in zip(beam, gold)) >= 19
+
+
+def test_beam_one_is_greedy_and_beam_scores_at_least_as_well():
+    torch.manual_seed(1)
+    m = Seq2Seq(24, 34, attention="kvmem", embedding_dim=16, hidden=24, dropout=0.0, length_penalty=0.0, max_len_ratio=1.0)
+    batch, _, _ = _toy_batches(4, seed=3)
+
+    def logp(src, out):
+        y = torch.tensor([[BOS] + out + [EOS]])
+        logits, _ = m(src, y)
+        logits[..., PAD] = logits[..., BOS] = float("-inf")
+        return float(torch.log_softmax(logits, -1)[0].gather(1, y[0, 1:, None]).sum())
+
+    for i in range(4):
+        src = batch["src"][i: i + 1, : int((batch["src"][i] != PAD).sum())]
+        g = m.greedy(src)[0]
+        b = m.beam_search(src, beam=6)
+        if len(g) < int(1.0 * src.shape[1]) + 10:  # greedy finished: beam's best is at least as likely
+            assert logp(src, b) >= logp(src, g) - 1e-4
+
+
+def test_metrics_by_hand():
+    assert repetition_rate(["the cat the cat the"], ["the cat sat"], 1) == pytest.approx(3 / 5)
+    assert repetition_rate(["a b a b"], ["a b a b"], 2) == 0.0
+    # content words of the reference (>= 4 letters): black, house, sleeps; two are missing
+    assert dropping_rate(["the black cat"], ["the black house cat sleeps"]) == pytest.approx(2 / 3)
+    from lightning_des.models.nmt import translation_metrics
+
+    m = translation_metrics(["the cat sat on the mat"], ["the cat sat on the mat"])
+    assert m["bleu"] == pytest.approx(100.0) and m["chrf"] == pytest.approx(100.0) and m["dropping"] == 0.0
+
+
+def test_corpus_parsing_and_data_module(tmp_path):
+    lines = ["# header :: x\n", "Er kam sehr spät nach Hause. {adv} | Hallo :: He came home very late. | hello\n",
+             "Das ist gut; sehr gut. :: That is good; very good.\n", "Kurz. :: Short.\n", "a | b :: c\n"]
+    assert ding_pairs(lines) == [("Er kam sehr spät nach Hause.", "He came home very late.")]
+    assert html_paragraphs('<p class="x">Use <code>apt</code> &amp;\n  more.</p><div>no</div><p>二</p>') == ["Use apt & more.", "二"]
+    tsv = tmp_path / "toy.tsv"
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    tsv.write_text("".join(f"{' '.join(words[i % 10:] + words[:i % 10])}\t{' '.join(reversed(words[i % 7:]))}\n" for i in range(60)))
+    dm = TranslationDataModule(path=str(tsv), vocab_size=60, batch_size=8, seed=3)
+    dm2 = TranslationDataModule(path=str(tsv), vocab_size=60, batch_size=8, seed=3)
+    assert dm.test_pairs == dm2.test_pairs and len(dm.train_pairs) == 48 and dm.src_tok.proto == dm2.src_tok.proto
+    b = next(iter(dm.train_dataloader()))
+    assert (b["tgt"][:, 0] == BOS).all() and b["src"].shape[0] == 8
+    assert dm.tgt_tok.decode(dm.tgt_tok.encode(dm.train_pairs[0][1])) == dm.train_pairs[0][1]
+    bs = BucketBatchSampler([5, 1, 4, 2, 3, 6, 7], 2, shuffle=False)
+    assert list(bs) == [[1, 3], [4, 2], [0, 5], [6]]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("ok\tfine\nno tab here\n")
+    with pytest.raises(ValueError, match=r"bad.tsv:2: expected 'source<TAB>target'"):
+        read_pairs(bad)
+    with pytest.raises(FileNotFoundError, match="data prepare"):
+        read_pairs(tmp_path / "none.tsv")
+    with pytest.raises(ValueError, match="unknown language pair"):
+        TranslationDataModule(pair="fr-en")
+
+
+def test_nmt_cli_fit_test_predict(tmp_path, capsys):
+    tsv = tmp_path / "toy.tsv"
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    tsv.write_text("".join(f"{' '.join(words[i % 10:])}\t{' '.join(words[i % 10:]).upper()}\n" for i in range(50)))
+    recipes = sorted((ROOT / "recipes").glob("nmt_*.yaml"))
+    assert len(recipes) == 4
+    common = ["--data.init_args.path", str(tsv), "--data.init_args.vocab_size", "40", "--model.init_args.hidden", "16",
+              "--model.init_args.embedding_dim", "8", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+              "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks.output_file", str(tmp_path / "pred.txt")]
+    for r in recipes:
+        assert main(["fit", "--config", str(r), *common, "--trainer.max_epochs", "1"]) == 0
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    assert main(["test", "--config", str(recipes[0]), *common, "--ckpt_path", str(ckpt)]) == 0
+    assert "test_bleu" in capsys.readouterr().out
+    assert main(["predict", "--config", str(recipes[0]), *common, "--ckpt_path", str(ckpt)]) == 0
+    assert len((tmp_path / "pred.txt").read_text().splitlines()) == 5  # the 10% test split, in input order
