@@ -1,8 +1,10 @@
-"""FlexHB multi-fidelity hyperparameter tuning core (plain Python/NumPy/scikit-learn).
+"""FlexHB multi-fidelity hyperparameter tuning.
 
-Built so far: search spaces, the ask/tell tuner with Hyperband/BOHB/FlexHB modes (fine-grained
-fidelity, MFES-HB-style ensemble surrogate, Global SH, FlexBand), resumable study files.
-Not built yet: the Lightning ``FlexHBTuner``, ``lightning-des tune`` and the peer benchmark.
+The core (plain Python/NumPy/scikit-learn): search spaces, the ask/tell tuner with
+random/Hyperband/BOHB/FlexHB modes (fine-grained fidelity, MFES-HB-style ensemble surrogate,
+Global SH, FlexBand), resumable study files. The Lightning front end
+(:class:`~lightning_des.tuner.lightning.FlexHBTuner`, ``lightning-des tune``) lives in
+:mod:`lightning_des.tuner.lightning`; the comparison with peer tuners in ``benchmarks/hpo.py``.
 """
 
 from lightning_des.tuner.flexhb import FlexHB, Job, Trial
