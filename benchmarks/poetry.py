@@ -50,7 +50,8 @@ def train(retrain: bool, extra: list[str]) -> dict[str, Path]:
             if p.wait() != 0:
                 raise SystemExit(f"training {m} failed; see {RUNS / m}.log")
         print(f"trained {pair} in {time.perf_counter() - t0:.0f} s")
-    return ckpts
+    # ModelCheckpoint(monitor=val_loss) keeps the best epoch beside last.ckpt: use the best
+    return {m: next((RUNS / m / "checkpoints").glob("epoch=*.ckpt"), ckpts[m]) for m in MODELS}
 
 
 def distinct2(lines: list[str]) -> float:
