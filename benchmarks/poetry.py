@@ -8,8 +8,9 @@ one thread each, then writes quatrains for the first ``--poems`` test poems: the
 held-out poem's own four line keywords, the planner turns it into a plan (extraction, then
 expansion with the keyword LM if fewer than four survive), the planned generator writes from
 the plan; the no-planning generator and the character LM write from nothing but the line
-length. All decode with the same constraints (exact length, known characters, rhyme and level
-tone on lines 2 and 4). Metrics: BLEU-2 (sacrebleu, character tokens, line against the
+length (so with beam search each writes one poem per length: they are also run with top-10
+sampling). All decode with the same constraints (exact length, known characters, rhyme and level
+tone on lines 2 and 4, no character more than twice in a line). Metrics: BLEU-2 (sacrebleu, character tokens, line against the
 original line), keyword coverage (share of plan keywords inside their line), format compliance
 (length; lines 2/4 rhyme; level tone at both), distinct-2 (unique character bigrams / all,
 within lines), test perplexity per token (teacher forcing; the generators and the LM score the
@@ -94,7 +95,9 @@ def main() -> None:
 
     ppl = {"planned": poet.generator.perplexity(dm.test_dataloader()), "unplanned": unplanned.generator.perplexity(nokw.test_dataloader()),
            "charlm": charlm.perplexity(data["poems"].test_dataloader())}
-    outputs: dict[str, list[dict]] = {m: [] for m in ["planned", "planned, no rhyme/tone constraint", "unplanned", "charlm"]}
+    outputs: dict[str, list[dict]] = {m: [] for m in ["planned", "planned, no rhyme/tone constraint", "unplanned", "unplanned, sampled",
+                                                      "charlm", "charlm, sampled"]}
+    g = torch.Generator().manual_seed(0)  # the unconditioned baselines write one poem per length with beam search: sample too
     t0 = time.perf_counter()
     for p in test:
         intent = "".join(dm.plans[p.id])
@@ -102,7 +105,9 @@ def main() -> None:
         for name, fn in [("planned", lambda: poet.write(plan, p.n_chars, beam=args.beam).lines),
                          ("planned, no rhyme/tone constraint", lambda: poet.write(plan, p.n_chars, rhyme=False, tone=False, beam=args.beam).lines),
                          ("unplanned", lambda: unplanned.write(plan, p.n_chars, beam=args.beam, use_keywords=False).lines),
-                         ("charlm", lambda: lm_poem(charlm, poet.vocab, p.n_chars, beam=args.beam))]:
+                         ("unplanned, sampled", lambda: unplanned.write(plan, p.n_chars, use_keywords=False, sample_top_k=10, generator=g).lines),
+                         ("charlm", lambda: lm_poem(charlm, poet.vocab, p.n_chars, beam=args.beam)),
+                         ("charlm, sampled", lambda: lm_poem(charlm, poet.vocab, p.n_chars, sample_top_k=10, generator=g))]:
             outputs[name].append({"id": p.id, "plan": plan, "gold_plan": dm.plans[p.id], "lines": fn(), "ref": list(p.lines)})
     decode_s = time.perf_counter() - t0
 

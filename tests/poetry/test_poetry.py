@@ -164,3 +164,20 @@ def test_fit_and_poem_commands(tmp_path, capsys):
     for r in POETRY:  # every shipped poetry recipe builds its model and data
         assert main(["fit", "--config", str(r), *tiny[:-1], str(tmp_path / r.stem), "--trainer.max_steps", "1",
                      "--trainer.limit_val_batches", "1"]) == 0
+
+
+def test_repeat_limit_and_sampling_respect_the_masks():
+    table = torch.full((5, 5), -5.0)
+    table[:, 2] = -0.01  # token 2 is always by far the most likely
+
+    def step(y, state):
+        return table[y], state
+
+    masks = [torch.tensor([False, True, True, True, False])] * 4
+    free, _, _ = constrained_beam(step, (torch.zeros(1, 1),), 0, masks, 4, beam=3, max_repeat=None)
+    capped, _, _ = constrained_beam(step, (torch.zeros(1, 1),), 0, masks, 4, beam=3, max_repeat=2)
+    assert free == [2, 2, 2, 2] and capped.count(2) == 2 and set(capped) <= {1, 2, 3}
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    a, _, _ = constrained_beam(step, (torch.zeros(1, 1),), 0, masks, 4, sample_top_k=3, generator=g1, max_repeat=None)
+    b, _, _ = constrained_beam(step, (torch.zeros(1, 1),), 0, masks, 4, sample_top_k=3, generator=g2, max_repeat=None)
+    assert a == b and set(a) <= {1, 2, 3} and len(a) == 4

@@ -1,5 +1,6 @@
 """Format constraints for decoding quatrains: line length, no special/unknown tokens, rhyme on
-lines 2 and 4, level tone at the rhyme positions.
+lines 2 and 4, level tone at the rhyme positions, and (in the search) no character more than
+twice in a line.
 
 Rhyme groups are the thirteen *zhe* (十三辙) of modern Mandarin, from each character's final as
 given by pypinyin (its most common reading). "Level tone" (平) is approximated by modern tones
@@ -80,25 +81,41 @@ class QuatrainConstraints:
         return masks
 
 
-def constrained_beam(step, state: tuple, first: int, masks: list[torch.Tensor], end: int, beam: int = 5):
+def constrained_beam(step, state: tuple, first: int, masks: list[torch.Tensor], end: int, beam: int = 5, max_repeat: int | None = 2,
+                     sample_top_k: int = 0, generator: torch.Generator | None = None):
     """Beam search for one line of ``len(masks)`` tokens, then the ``end`` token.
 
     ``step(prev_tokens [n], state) -> (log_probs [n, V], state)``; ``state`` is a tuple of tensors
-    whose first dimension is the hypothesis. Returns (tokens, total log-prob, state after the
-    last token, before ``end``) of the best hypothesis.
+    whose first dimension is the hypothesis. ``max_repeat``: no token more than this many times
+    in a line (None = no limit). ``sample_top_k > 0`` samples each token from the ``k`` most
+    likely allowed ones instead (one hypothesis; ``generator`` seeds it). Returns (tokens, total
+    log-prob, state after the last token, before ``end``) of the best hypothesis.
     """
     ys = torch.tensor([first])
     scores = torch.zeros(1)
     hyps: list[list[int]] = [[]]
     for mask in masks:
         logp, state = step(ys, state)
-        cand = (scores[:, None] + logp.masked_fill(~mask, float("-inf"))).view(-1)
-        k = min(beam, int(torch.isfinite(cand).sum()))
-        top = cand.topk(k)
-        src, tok = top.indices // logp.shape[1], top.indices % logp.shape[1]
+        logp = logp.masked_fill(~mask, float("-inf"))
+        if max_repeat is not None:
+            for i, h in enumerate(hyps):
+                used = [t for t in set(h) if h.count(t) >= max_repeat]
+                if used and torch.isfinite(logp[i]).sum() > len(used):
+                    logp[i, used] = float("-inf")
+        if sample_top_k > 0:
+            top = logp[0].topk(min(sample_top_k, int(torch.isfinite(logp[0]).sum())))
+            pick = int(torch.multinomial(torch.softmax(top.values, -1), 1, generator=generator))
+            src, tok = torch.tensor([0]), top.indices[pick: pick + 1]
+            new_scores = scores + logp[0, tok]
+        else:
+            cand = (scores[:, None] + logp).view(-1)
+            k = min(beam, int(torch.isfinite(cand).sum()))
+            top = cand.topk(k)
+            src, tok = top.indices // logp.shape[1], top.indices % logp.shape[1]
+            new_scores = top.values
         state = tuple(x.index_select(0, src) for x in state)
         hyps = [hyps[s] + [int(t)] for s, t in zip(src.tolist(), tok.tolist())]
-        ys, scores = tok, top.values
+        ys, scores = tok, new_scores
     logp, after = step(ys, state)
     final = scores + logp[:, end]
     b = int(final.argmax())

@@ -10,6 +10,8 @@ the same network is the no-planning baseline.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,7 +79,8 @@ class LineGenerator(PoetryModule):
         return torch.stack(logits, 1), target[:, 1:]
 
     @torch.no_grad()
-    def generate_line(self, keyword: list[int], context: list[int], masks: list[torch.Tensor], beam: int = 5) -> tuple[list[int], float]:
+    def generate_line(self, keyword: list[int], context: list[int], masks: list[torch.Tensor], beam: int = 5,
+                      **search: Any) -> tuple[list[int], float]:
         """Constrained beam search for one line (see :func:`constrained_beam`)."""
         self.eval()
         memory, keys, mask, s = self.encode(torch.tensor([keyword]), torch.tensor([context]))
@@ -86,5 +89,5 @@ class LineGenerator(PoetryModule):
             logits, state = self.decode_step(y, state)
             return F.log_softmax(logits, -1), state
 
-        tokens, score, _ = constrained_beam(step, (s, memory, keys, mask), BOS, masks, EOS, beam)
+        tokens, score, _ = constrained_beam(step, (s, memory, keys, mask), BOS, masks, EOS, beam, **search)
         return tokens, score

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,7 +46,7 @@ class GRULanguageModel(PoetryModule):
         return F.log_softmax(logits[0, -1], -1)
 
     @torch.no_grad()
-    def generate_line(self, prefix: list[int], masks: list[torch.Tensor], end: int, beam: int = 5) -> tuple[list[int], float]:
+    def generate_line(self, prefix: list[int], masks: list[torch.Tensor], end: int, beam: int = 5, **search: Any) -> tuple[list[int], float]:
         """Constrained beam search for the next line after ``prefix`` (which ends with the token
         that precedes the line: ``<bos>`` or ``<sep>``), closed by ``end``."""
         self.eval()
@@ -56,5 +58,5 @@ class GRULanguageModel(PoetryModule):
             return F.log_softmax(logits[:, -1], -1), (h2.transpose(0, 1),)
 
         h0 = h.transpose(0, 1) if h is not None else torch.zeros(1, 0)
-        tokens, score, _ = constrained_beam(step, (h0,), prefix[-1], masks, end, beam)
+        tokens, score, _ = constrained_beam(step, (h0,), prefix[-1], masks, end, beam, **search)
         return tokens, score

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -134,8 +135,9 @@ class PlanningPoetGenerator:
         return cls(gen, CharVocab(state["vocab"]), planner)
 
     def write(self, plan: list[str], chars: int = 7, rhyme: bool = True, tone: bool = True, beam: int = 5,
-              use_keywords: bool = True) -> GeneratedPoem:
-        """Write a quatrain for a given plan (four keywords)."""
+              use_keywords: bool = True, **search: Any) -> GeneratedPoem:
+        """Write a quatrain for a given plan (four keywords); ``search``: ``max_repeat``,
+        ``sample_top_k``, ``generator`` (see :func:`constrained_beam`)."""
         from lightning_des.data.poems import NOKW
 
         if chars not in (5, 7):
@@ -146,7 +148,7 @@ class PlanningPoetGenerator:
             ctx = [BOS] + [t for x in lines for t in self.vocab.encode(x) + [SEP]]
             kw = (self.vocab.encode(plan[i]) if i < len(plan) else []) if use_keywords else [NOKW]
             kw = [t for t in kw if t != UNK] or [NOKW]
-            tokens, score = self.generator.generate_line(kw, ctx, self.constraints.masks(chars, i, lines, rhyme, tone), beam)
+            tokens, score = self.generator.generate_line(kw, ctx, self.constraints.masks(chars, i, lines, rhyme, tone), beam, **search)
             lines.append(self.vocab.decode(tokens))
             total += score
         return GeneratedPoem(list(plan), lines, total)
@@ -155,12 +157,13 @@ class PlanningPoetGenerator:
         return self.write(self.planner.plan(intent), chars, rhyme, tone, beam)
 
 
-def lm_poem(lm: GRULanguageModel, vocab: CharVocab, chars: int = 7, rhyme: bool = True, tone: bool = True, beam: int = 5) -> list[str]:
+def lm_poem(lm: GRULanguageModel, vocab: CharVocab, chars: int = 7, rhyme: bool = True, tone: bool = True, beam: int = 5,
+            **search: Any) -> list[str]:
     """The character-LM baseline: a quatrain line by line under the same constraints."""
     cons = QuatrainConstraints(vocab.itos)
     prefix, lines = [BOS], []
     for i in range(4):
-        tokens, _ = lm.generate_line(prefix, cons.masks(chars, i, lines, rhyme, tone), EOS if i == 3 else SEP, beam)
+        tokens, _ = lm.generate_line(prefix, cons.masks(chars, i, lines, rhyme, tone), EOS if i == 3 else SEP, beam, **search)
         lines.append(vocab.decode(tokens))
         prefix = prefix + tokens + [SEP]
     return lines
