@@ -14,7 +14,7 @@ budget), SMAC3, DEHB and HpBandSter restart them (pay the whole budget). y = bes
 FlexHB over each method (budget the method needs to reach its own final mean regret / budget
 FlexHB needs for the same) and tuner overhead per configuration (wall time outside the
 objective / configurations tried). Runs are cached in a JSONL file (rerunning skips finished
-ones); writes benchmarks/results/hpo.json and hpo.png.
+ones); writes benchmarks/results/hpo.json, hpo.md (the tables) and hpo.png.
 """
 
 from __future__ import annotations
@@ -67,6 +67,12 @@ def run_ours(p: Problem, method: str, seed: int, meter: Meter) -> int:
     return len(t.trials)
 
 
+def steps(curve: list) -> list:
+    """A best-so-far curve reduced to the points where it changes (plus the last)."""
+    out = [c for i, c in enumerate(curve) if i == 0 or c[1] != curve[i - 1][1]]
+    return out if out[-1] == curve[-1] else out + [curve[-1]]
+
+
 def run_one(problem: str, method: str, seed: int, budget: float) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     p = make_problem(problem)
@@ -79,7 +85,7 @@ def run_one(problem: str, method: str, seed: int, budget: float) -> dict:
 
         n = PEERS[method](p, seed, meter)
     wall = time.perf_counter() - t0
-    curve = [(u, b - p.optimum) for u, b in meter.curve]
+    curve = steps([(u, b - p.optimum) for u, b in meter.curve])
     return {"problem": problem, "method": method, "seed": seed, "curve": curve, "final": curve[-1][1],
             "configs": n, "overhead_s": (wall - meter.eval_s) / max(n, 1), "wall_s": wall}
 
@@ -131,16 +137,20 @@ def plot(rows: list[dict], budget: float, path: Path) -> None:
         print("matplotlib not installed: no PNG")
         return
     probs = sorted({r["problem"] for r in rows})
-    fig, axes = plt.subplots(1, len(probs), figsize=(6 * len(probs), 4), squeeze=False)
+    cols = min(3, len(probs))
+    rows_n = -(-len(probs) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5.5 * cols, 3.8 * rows_n), squeeze=False)
+    for ax in axes.ravel()[len(probs):]:
+        ax.set_visible(False)
     grid = np.linspace(0.05, budget, 400)
-    for ax, prob in zip(axes[0], probs):
+    for ax, prob in zip(axes.ravel(), probs):
         for m in METHODS:
             rs = [r for r in rows if r["problem"] == prob and r["method"] == m]
             if rs:
                 ax.plot(grid, mean_curve(rs, grid), label=m)
         ax.set(yscale="log", xlabel="budget (full-budget equivalents)", ylabel="mean regret at full budget", title=prob)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")
@@ -189,7 +199,9 @@ def main() -> None:
                 done[(r["problem"], r["method"], r["seed"])] = r
     rows = [r for (p, m, _), r in done.items() if p in args.problems and m in args.methods]
     Path(args.out).write_text(json.dumps({"budget": args.budget, "rows": rows}))
-    print(summarize(rows, args.budget))
+    table = summarize(rows, args.budget)
+    Path(args.out).with_suffix(".md").write_text(f"# benchmarks/hpo.py ({args.budget:g} full-budget equivalents per run)\n{table}\n")
+    print(table)
     plot(rows, args.budget, Path(args.out).with_suffix(".png"))
 
 
