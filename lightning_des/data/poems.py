@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_des.data.prepare import default_cache_dir
+from lightning_des.data.text import collate
 
 log = logging.getLogger(__name__)
 ASSET = Path(__file__).resolve().parent / "assets" / "tang_quatrains.tsv.gz"
@@ -171,17 +172,6 @@ class _Examples(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return self.items[i]
-
-
-def pad(seqs: Sequence[Sequence[int]]) -> torch.Tensor:
-    out = torch.full((len(seqs), max(len(s) for s in seqs)), PAD, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
-
-
-def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
-    return {k: pad([b[k] for b in batch]) for k in batch[0]}
 
 
 class PoetryDataModule(pl.LightningDataModule):

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_des.data.prepare import default_cache_dir
+from lightning_des.data.text import collate
 
 log = logging.getLogger(__name__)
 PAIRS = {"de-en": ("trans-de-en",), "zh-en": ("debian-reference-en", "debian-reference-zh-cn")}
@@ -252,7 +253,7 @@ class TranslationDataModule(pl.LightningDataModule):
     def _loader(self, pairs, train: bool) -> DataLoader:
         items = self.encode(pairs, drop_long=train)
         sampler = BucketBatchSampler([len(x["src"]) for x in items], self.batch_size, shuffle=train, seed=self.seed)
-        return DataLoader(items, batch_sampler=sampler, collate_fn=collate_pairs, num_workers=self.num_workers)
+        return DataLoader(items, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_pairs, True)
@@ -265,13 +266,3 @@ class TranslationDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.test_pairs, False)
-
-
-def collate_pairs(batch: list[dict]) -> dict[str, torch.Tensor]:
-    out = {}
-    for k in batch[0]:
-        t = torch.full((len(batch), max(len(b[k]) for b in batch)), PAD, dtype=torch.long)
-        for i, b in enumerate(batch):
-            t[i, : len(b[k])] = torch.tensor(b[k])
-        out[k] = t
-    return out

@@ -1,7 +1,6 @@
 """KVMemAtt NMT: attention against dense formulas, the key memory really changes and carries
 over, a toy model overfits 20 pairs, beam vs greedy, metrics by hand, corpus parsing, the CLI."""
 
-import math
 
 import pytest
 import torch

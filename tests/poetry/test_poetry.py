@@ -4,19 +4,18 @@ module, a toy generator that overfits a few poems, and the CLI (fit + poem)."""
 
 import gzip
 import itertools
-import math
 
 import numpy as np
 import pytest
 import torch
 
 from lightning_des.cli import main
-from lightning_des.data.poems import (BOS, EOS, SEP, SPECIALS, CharVocab, KeywordIndex, MalformedPoemError, PoetryDataModule,
+from lightning_des.data.poems import (BOS, EOS, SEP, SPECIALS, KeywordIndex, MalformedPoemError, PoetryDataModule,
                                       collate, load_quatrains, split_poems)
 from lightning_des.models.poetry import LineGenerator, Planner, PlanningPoetGenerator, textrank
 from lightning_des.models.poetry.constraints import QuatrainConstraints, constrained_beam, rhyme_and_tone, rhymes
 
-from tests.test_cli import POETRY, ROOT
+from tests.test_cli import POETRY
 
 
 def dense_pagerank(units, d=0.85):

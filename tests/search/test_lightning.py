@@ -2,7 +2,6 @@
 searched sizes in a DES run."""
 
 import json
-from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
