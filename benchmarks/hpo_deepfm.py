@@ -6,7 +6,7 @@ Runs ``recipes/tune_deepfm_movielens.yaml`` through :class:`FlexHBTuner` (real L
 training, trials resumed from their checkpoints) with each of the package's modes; the peers
 are not wired into Lightning and are compared on benchmarks/hpo.py only. y = best validation
 log-loss measured at 9 epochs so far, budget in full-budget (9-epoch) equivalents. Same table
-as benchmarks/hpo.py (loss instead of regret); writes benchmarks/results/hpo_deepfm.{json,png}.
+as benchmarks/hpo.py (loss instead of regret); writes benchmarks/results/hpo_deepfm.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ def main() -> None:
             print(f"{r['method']} seed {r['seed']}: {r['final']:.4f} ({r['wall_s']:.0f} s)", flush=True)
     rows = [r for (m, _), r in done.items() if m in args.methods]
     Path(args.out).write_text(json.dumps({"budget": args.budget, "rows": rows}))
-    print(hpo.summarize(rows, args.budget))
+    table = hpo.summarize(rows, args.budget).replace("final regret", "best val_logloss at 9 epochs")
+    Path(args.out).with_suffix(".md").write_text(f"# benchmarks/hpo_deepfm.py ({args.budget:g} full-budget equivalents per study)\n{table}\n")
+    print(table)
     hpo.plot(rows, args.budget, Path(args.out).with_suffix(".png"))
 
 
