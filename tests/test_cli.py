@@ -13,14 +13,15 @@ RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 ADASS = [r for r in RECIPES if r.stem.startswith("adass_")]  # `lightning-des search` configs (tests/search)
 TUNE = [r for r in RECIPES if r.stem.startswith("tune_")]  # `lightning-des tune` configs (tests/tuner)
 POETRY = [r for r in RECIPES if r.stem.startswith("poetry_")]  # tests/poetry (small corpus slices)
-SINGLE = [r for r in RECIPES if not r.stem.endswith("_des") and r not in ADASS + TUNE + POETRY]
+NMT = [r for r in RECIPES if r.stem.startswith("nmt_")]  # tests/nmt (a toy corpus)
+SINGLE = [r for r in RECIPES if not r.stem.endswith("_des") and r not in ADASS + TUNE + POETRY + NMT]
 DES = [r for r in RECIPES if r.stem.endswith("_des")]
 TINY = ["--trainer.max_steps", "2", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
         "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
 
 
 def test_every_recipe_is_tested():
-    assert len(SINGLE) == 12 and len(DES) >= 1 and len(ADASS) == 2 and len(TUNE) == 2 and len(POETRY) == 4
+    assert len(SINGLE) == 12 and len(DES) >= 1 and len(ADASS) == 2 and len(TUNE) == 2 and len(POETRY) == 4 and len(NMT) == 4
 
 
 @pytest.mark.parametrize("recipe", SINGLE, ids=lambda p: p.stem)

@@ -10,7 +10,7 @@ from lightning_des.data.translation import (BOS, EOS, PAD, BucketBatchSampler, T
                                             html_paragraphs, read_pairs)
 from lightning_des.models.nmt import BahdanauAttention, KVMemoryAttention, Seq2Seq, dropping_rate, repetition_rate
 
-from tests.test_cli import ROOT
+from tests.test_cli import NMT
 
 
 def test_bahdanau_matches_the_formula():
@@ -142,7 +142,7 @@ def test_nmt_cli_fit_test_predict(tmp_path, capsys):
     tsv = tmp_path / "toy.tsv"
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
     tsv.write_text("".join(f"{' '.join(words[i % 10:])}\t{' '.join(words[i % 10:]).upper()}\n" for i in range(50)))
-    recipes = sorted((ROOT / "recipes").glob("nmt_*.yaml"))
+    recipes = NMT
     assert len(recipes) == 4
     common = ["--data.init_args.path", str(tsv), "--data.init_args.vocab_size", "40", "--model.init_args.hidden", "16",
               "--model.init_args.embedding_dim", "8", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
