@@ -110,12 +110,17 @@ def run_trial(recipe: str, job: Job, trial_dir: str, metric: str, sign: float, f
     return {p: sign * report.reports[p] for p in job.points}
 
 
-def is_distributed(recipe: dict) -> bool:
-    """Whether a recipe's trainer runs on several processes (devices or num_nodes > 1)."""
+def process_counts(recipe: dict) -> tuple[int, int]:
+    """(devices per node, nodes) of a recipe's trainer (``auto``/unset count as 1)."""
     tr = recipe.get("trainer") or {}
     devices = tr.get("devices", 1)
-    n = len(devices) if isinstance(devices, (list, tuple)) else (int(devices) if str(devices).lstrip("-").isdigit() else 1)
-    return n > 1 or int(tr.get("num_nodes", 1) or 1) > 1
+    n = len(devices) if isinstance(devices, (list, tuple)) else (int(devices) if str(devices).isdigit() else 1)
+    return n, int(tr.get("num_nodes", 1) or 1)
+
+
+def is_distributed(recipe: dict) -> bool:
+    """Whether a recipe's trainer runs on several processes (devices or num_nodes > 1)."""
+    return max(process_counts(recipe)) > 1
 
 
 def run_trial_subprocess(recipe: str, job: Job, trial_dir: str, metric: str, sign: float, fidelity: Fidelity, seed: int,
@@ -207,15 +212,13 @@ class FlexHBTuner:
         """The executor: local processes (threads that wait on subprocesses for distributed
         trials) or a submitit ``AutoExecutor``."""
         recipe = yaml.safe_load(Path(self.recipe).read_text())
-        tr = recipe.get("trainer") or {}
         if self.executor == "submitit":
             import submitit
 
             opts = dict(self.executor_options)
             ex = submitit.AutoExecutor(folder=opts.pop("folder", str(self.out / "submitit")), cluster=opts.pop("cluster", None))
-            devices = tr.get("devices", 1)
-            tasks = len(devices) if isinstance(devices, (list, tuple)) else (int(devices) if str(devices).isdigit() else 1)
-            ex.update_parameters(**{"tasks_per_node": tasks, "nodes": int(tr.get("num_nodes", 1) or 1), "timeout_min": 60, **opts})
+            tasks, nodes = process_counts(recipe)
+            ex.update_parameters(**{"tasks_per_node": tasks, "nodes": nodes, "timeout_min": 60, **opts})
             return ex, run_trial
         if is_distributed(recipe):
             return cf.ThreadPoolExecutor(self.n_workers), run_trial_subprocess
