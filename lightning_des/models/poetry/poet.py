@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from lightning_des.data.poems import BOS, EOS, SEP, SPECIALS, UNK, CharVocab, KeywordIndex, candidates, segment
+from lightning_des.data.poems import BOS, EOS, NOKW, SEP, SPECIALS, UNK, CharVocab, KeywordIndex, candidates, segment
 from lightning_des.models.poetry.constraints import QuatrainConstraints
 from lightning_des.models.poetry.generator import LineGenerator
 from lightning_des.models.poetry.lm import GRULanguageModel
@@ -31,6 +31,9 @@ class Planner:
     keyword_vocab: list[str]
     keyword_lm: GRULanguageModel | None = None
     cooccurrence: dict[str, Counter] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.keyword_ids = {k: i for i, k in enumerate(self.keyword_vocab)}
 
     @classmethod
     def from_plans(cls, keywords: KeywordIndex, keyword_vocab: list[str], plans: list[list[str]],
@@ -79,7 +82,7 @@ class Planner:
         return plan
 
     def _next_lm(self, plan: list[str]) -> str | None:
-        stoi = {k: i for i, k in enumerate(self.keyword_vocab)}
+        stoi = self.keyword_ids
         logp = self.keyword_lm.next_log_probs([BOS] + [stoi.get(k, UNK) for k in plan]).clone()
         logp[: len(SPECIALS)] = float("-inf")
         for k in plan:
@@ -138,8 +141,6 @@ class PlanningPoetGenerator:
               use_keywords: bool = True, **search: Any) -> GeneratedPoem:
         """Write a quatrain for a given plan (four keywords); ``search``: ``max_repeat``,
         ``sample_top_k``, ``generator`` (see :func:`constrained_beam`)."""
-        from lightning_des.data.poems import NOKW
-
         if chars not in (5, 7):
             raise ValueError(f"chars must be 5 or 7, got {chars}")
         lines: list[str] = []
