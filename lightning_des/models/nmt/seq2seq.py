@@ -63,22 +63,23 @@ class Seq2Seq(pl.LightningModule):
         return memory, mask, s, self.att.init_state(memory)
 
     def step(self, y: torch.Tensor, s: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, att_state: tuple):
+        """One decoder step: (readout before the vocabulary projection, new state, attention, attention state)."""
         e = self.drop(self.tgt_emb(y))
         q = torch.tanh(self.query(torch.cat([s, e], -1)))
         c, a, att_state = self.att(q, memory, mask, att_state)
         s = self.cell(torch.cat([e, c], -1), s)
-        logits = self.proj(self.drop(torch.tanh(self.out(torch.cat([s, c, e], -1)))))
-        return logits, s, a, att_state
+        return torch.tanh(self.out(torch.cat([s, c, e], -1))), s, a, att_state
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor):
-        """Teacher-forced logits [B, T-1, V] and attention weights [B, T-1, S]."""
+        """Teacher-forced logits [B, T-1, V] and attention weights [B, T-1, S]. The vocabulary
+        projection runs once over all steps (the recurrence only needs the readouts)."""
         memory, mask, s, st = self.encode(src)
-        logits, atts = [], []
+        readouts, atts = [], []
         for t in range(tgt.shape[1] - 1):
-            lt, s, a, st = self.step(tgt[:, t], s, memory, mask, st)
-            logits.append(lt)
+            o, s, a, st = self.step(tgt[:, t], s, memory, mask, st)
+            readouts.append(o)
             atts.append(a)
-        return torch.stack(logits, 1), torch.stack(atts, 1)
+        return self.proj(self.drop(torch.stack(readouts, 1))), torch.stack(atts, 1)
 
     def losses(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(summed token cross-entropy, token count, summed EOS-attention term)."""
@@ -107,7 +108,8 @@ class Seq2Seq(pl.LightningModule):
 
     # -- decoding ------------------------------------------------------------------------
     def _decode_step(self, y, s, memory, mask, st):
-        logits, s, _, st = self.step(y, s, memory, mask, st)
+        o, s, _, st = self.step(y, s, memory, mask, st)
+        logits = self.proj(self.drop(o))
         logits[:, PAD] = logits[:, BOS] = float("-inf")  # never emitted
         return logits, s, st
 
