@@ -27,14 +27,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "lightning_logs" / "nmt_bench"
 MODELS = ["bahdanau", "kvmem"]
+# name -> (recipe model, extra CLI arguments): the two models and one-factor ablations of KVMemAtt
+VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
+            "kvmem_noeos": ("kvmem", ["--model.eos_weight", "0"]),  # KVMemAtt without the EOS term
+            "kvmem_r1": ("kvmem", ["--model.rounds", "1"]),  # one address/read/update round per step
+            "bahdanau_eos": ("bahdanau", ["--model.eos_weight", "1"])}  # the baseline with the EOS term
 
 
 def run(pair: str, model: str, seed: int, epochs: int | None) -> dict:
+    recipe, extra = VARIANTS[model]
     out = RUNS / f"{model}_{pair}_s{seed}"
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     base = [sys.executable, "-m", "lightning_des.cli"]
-    common = ["--config", str(ROOT / "recipes" / f"nmt_{model}_{pair}.yaml"), "--seed_everything", str(seed),
+    common = ["--config", str(ROOT / "recipes" / f"nmt_{recipe}_{pair}.yaml"), *extra, "--seed_everything", str(seed),
               "--trainer.default_root_dir", str(out), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
               "--trainer.callbacks.output_file", str(out / "predictions.txt")]
     if epochs:
@@ -67,12 +73,13 @@ def _out_tokens(dm, predictions: str) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", nargs="*", default=["de_en", "zh_en"], choices=["de_en", "zh_en"])
+    ap.add_argument("--models", nargs="*", default=MODELS, choices=list(VARIANTS), help="models and ablations to run")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=None, help="override the recipes' max_epochs")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nmt.json"))
     args = ap.parse_args()
-    todo = [(p, m, s, args.epochs) for p in args.pairs for s in range(args.seeds) for m in MODELS]
+    todo = [(p, m, s, args.epochs) for p in args.pairs for s in range(args.seeds) for m in args.models]
     rows = []
     with cf.ThreadPoolExecutor(args.jobs) as pool:
         for r in pool.map(lambda t: run(*t), todo):
@@ -88,7 +95,7 @@ def main() -> None:
         dm = TranslationDataModule(**rec)
         train_tokens = sum(len(x["tgt"]) - 1 for x in dm.encode(dm.train_pairs, drop_long=True))
         epochs = args.epochs or __import__("yaml").safe_load((ROOT / "recipes" / f"nmt_kvmem_{pair}.yaml").read_text())["trainer"]["max_epochs"]
-        for m in MODELS:
+        for m in args.models:
             rs = [r for r in rows if r["pair"] == pair and r["model"] == m]
             ms = lambda k: f"{statistics.mean(r[k] for r in rs):.2f} ± {statistics.stdev(r[k] for r in rs) if len(rs) > 1 else 0:.2f}"  # noqa: E731
             lines.append(f"| {pair} | {m} | {ms('bleu')} | {ms('chrf')} | {statistics.mean(r['repetition'] for r in rs):.4f} / "
@@ -96,13 +103,13 @@ def main() -> None:
                          f"{statistics.median(train_tokens * epochs / r['fit_s'] for r in rs):.0f} | "
                          f"{statistics.median(_out_tokens(dm, r['predictions']) / r['test_s'] for r in rs):.0f} |")
         hyp = {m: Path(next(r for r in rows if r["pair"] == pair and r["model"] == m and r["seed"] == 0)["predictions"]).read_text().splitlines()
-               for m in MODELS}
-        examples[pair] = [{"source": s, "reference": t, **{m: hyp[m][i] for m in MODELS}} for i, (s, t) in enumerate(dm.test_pairs[:8])]
+               for m in args.models}
+        examples[pair] = [{"source": s, "reference": t, **{m: hyp[m][i] for m in args.models}} for i, (s, t) in enumerate(dm.test_pairs[:8])]
     Path(args.out).write_text(json.dumps({"rows": rows, "examples": examples}, ensure_ascii=False, indent=1))
     print("\n".join(lines))
     for pair, ex in examples.items():
         for e in ex[:4]:
-            print(f"\n[{pair}] {e['source']}\n  ref:      {e['reference']}\n  baseline: {e['bahdanau']}\n  kvmem:    {e['kvmem']}")
+            print(f"\n[{pair}] {e['source']}\n  ref: {e['reference']}" + "".join(f"\n  {m}: {e[m]}" for m in args.models))
 
 
 if __name__ == "__main__":
