@@ -52,6 +52,21 @@ def test_kv_memory_update_matches_the_formula_and_carries_over():
     assert not torch.allclose(st1[0], st[0])
 
 
+@pytest.mark.parametrize("attention", ["bahdanau", "kvmem"])
+def test_teacher_forced_logits_equal_step_by_step_decoding(attention):
+    torch.manual_seed(2)
+    m = Seq2Seq(20, 22, attention=attention, embedding_dim=8, hidden=12).eval()
+    src, tgt = torch.tensor([[5, 6, 7, EOS], [8, 9, EOS, PAD]]), torch.tensor([[BOS, 4, 5, 6, EOS], [BOS, 7, 8, EOS, PAD]])
+    with torch.no_grad():
+        logits, _ = m(src, tgt)
+        memory, mask, s, st = m.encode(src)
+        for t in range(tgt.shape[1] - 1):
+            step_logits, s, st = m._decode_step(tgt[:, t], s, memory, mask, st)
+            keep = torch.ones(22, dtype=torch.bool)
+            keep[[PAD, BOS]] = False  # masked to -inf when decoding
+            assert torch.allclose(logits[:, t, keep], step_logits[:, keep], atol=1e-5)
+
+
 def _toy_batches(n=20, seed=0):
     g = torch.Generator().manual_seed(seed)
     src, tgt = [], []
