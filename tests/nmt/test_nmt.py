@@ -45,6 +45,9 @@ def test_kv_memory_update_matches_the_formula_and_carries_over():
     # the next step addresses with the updated keys: same query, different attention
     _, a2, _ = att(q, h, mask, (k1,))
     assert not torch.allclose(a2, a)
+    # forget_bias sets the forget layer's starting bias (F = sigmoid(-3) ~ 0.05 with zero weights)
+    att3 = KVMemoryAttention(4, 6, 5, forget_bias=-3.0)
+    assert torch.equal(att3.forget.bias, torch.full((6,), -3.0))
     # in the decoder the memory carries across steps (two rounds by default)
     m = Seq2Seq(20, 20, attention="kvmem", embedding_dim=8, hidden=12)
     memory, mask, s, st = m.encode(torch.tensor([[5, 6, 7, EOS]]))

@@ -12,7 +12,9 @@
 
 Choices where the paper is not explicit (documented here, tested): ``K`` starts as a copy of
 ``h_j`` (same width); ``F``/``A`` are computed from the round's query (one vector for every
-slot, each slot scaled by its own weight ``a_j``); the refinement is one tanh layer.
+slot, each slot scaled by its own weight ``a_j``); the refinement is one tanh layer; the
+forget layer's bias starts at ``forget_bias`` (0 = ``F`` about 0.5 at the start; negative values
+start with little erasing, closer to plain additive attention).
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ class BahdanauAttention(nn.Module):
 
 
 class KVMemoryAttention(nn.Module):
-    def __init__(self, query_dim: int, memory_dim: int, hidden: int, rounds: int = 2) -> None:
+    def __init__(self, query_dim: int, memory_dim: int, hidden: int, rounds: int = 2, forget_bias: float = 0.0) -> None:
         super().__init__()
         if rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         self.rounds = rounds
         self.w, self.u, self.v = nn.Linear(query_dim, hidden), nn.Linear(memory_dim, hidden, bias=False), nn.Linear(hidden, 1, bias=False)
         self.forget, self.add = nn.Linear(query_dim, memory_dim), nn.Linear(query_dim, memory_dim)
+        nn.init.constant_(self.forget.bias, forget_bias)
         self.refine = nn.Linear(query_dim + memory_dim, query_dim)
 
     def init_state(self, memory: torch.Tensor) -> tuple[torch.Tensor, ...]:

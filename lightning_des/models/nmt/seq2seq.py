@@ -28,6 +28,7 @@ class Seq2Seq(pl.LightningModule):
         src_vocab_size, tgt_vocab_size: linked from the data module.
         attention: ``bahdanau`` (baseline) or ``kvmem`` (KVMemAtt, ``rounds`` rounds per step).
         eos_weight: weight of the EOS attention term (0 = off).
+        forget_bias: initial bias of KVMemAtt's forget layer (see ``KVMemoryAttention``).
         beam, length_penalty: test/predict decoding (beam 1 = greedy); hypotheses are ranked
             by log-prob / length ** length_penalty.
         max_len_ratio: decode at most ``ratio * source length + 10`` tokens.
@@ -35,7 +36,8 @@ class Seq2Seq(pl.LightningModule):
 
     def __init__(self, src_vocab_size: int = 0, tgt_vocab_size: int = 0, attention: Literal["bahdanau", "kvmem"] = "bahdanau",
                  embedding_dim: int = 256, hidden: int = 256, rounds: int = 2, eos_weight: float = 0.0, dropout: float = 0.2,
-                 lr: float = 1e-3, beam: int = 5, length_penalty: float = 1.0, max_len_ratio: float = 2.0) -> None:
+                 lr: float = 1e-3, beam: int = 5, length_penalty: float = 1.0, max_len_ratio: float = 2.0,
+                 forget_bias: float = 0.0) -> None:
         super().__init__()
         if src_vocab_size <= 0 or tgt_vocab_size <= 0:
             raise ValueError("src_vocab_size and tgt_vocab_size must be positive (set by the data module)")
@@ -47,7 +49,7 @@ class Seq2Seq(pl.LightningModule):
         self.encoder = nn.GRU(embedding_dim, hidden // 2, batch_first=True, bidirectional=True)
         self.init = nn.Linear(hidden, hidden)
         self.query = nn.Linear(hidden + embedding_dim, hidden)
-        self.att = BahdanauAttention(hidden, hidden, hidden) if attention == "bahdanau" else KVMemoryAttention(hidden, hidden, hidden, rounds)
+        self.att = BahdanauAttention(hidden, hidden, hidden) if attention == "bahdanau" else KVMemoryAttention(hidden, hidden, hidden, rounds, forget_bias)
         self.cell = nn.GRUCell(embedding_dim + hidden, hidden)
         self.out = nn.Linear(2 * hidden + embedding_dim, hidden)
         self.proj = nn.Linear(hidden, tgt_vocab_size)
