@@ -1,7 +1,7 @@
 """Bahdanau-attention baseline vs KVMemAtt on de->en and zh->en, same budget, several seeds.
 
     lightning-des data prepare de-en && lightning-des data prepare zh-en
-    python benchmarks/nmt.py [--pairs de_en zh_en] [--seeds 3] [--jobs 2] [--epochs N]
+    python benchmarks/nmt.py [--pairs de_en zh_en] [--seeds 3] [--jobs 2] [--epochs N] [--models ...] [--out F]
 
 Trains ``recipes/nmt_{bahdanau,kvmem}_{pair}.yaml`` (same sizes, tokeniser, epochs and seed
 set; the only differences are the attention module and KVMemAtt's EOS term) through the CLI,
@@ -9,7 +9,8 @@ one thread per run, ``--jobs`` runs at a time; each run's best-validation checkp
 with beam search (BLEU, chrF, repetition, dropping; test split) and timed: training tokens/s
 (target tokens of the training set x epochs / fit seconds) and decoding tokens/s (output
 tokens / seconds of the ``test`` command, beam 5, one sentence at a time); both include the
-process start-up (~10-15 s: imports, SentencePiece training), so they understate speed alike. Writes benchmarks/results/nmt.json (runs + side-by-side examples).
+process start-up (~10-15 s: imports, SentencePiece training), so they understate speed alike. Writes ``--out`` (default benchmarks/results/nmt.json: runs +
+side-by-side examples). ``--models`` adds one-factor KVMemAtt ablations (see ``VARIANTS``).
 """
 
 from __future__ import annotations
