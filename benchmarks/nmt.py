@@ -77,11 +77,12 @@ def main() -> None:
     ap.add_argument("--pairs", nargs="*", default=["de_en", "zh_en"], choices=["de_en", "zh_en"])
     ap.add_argument("--models", nargs="*", default=MODELS, choices=list(VARIANTS), help="models and ablations to run")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds are first_seed .. first_seed + seeds - 1")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=None, help="override the recipes' max_epochs")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nmt.json"))
     args = ap.parse_args()
-    todo = [(p, m, s, args.epochs) for p in args.pairs for s in range(args.seeds) for m in args.models]
+    todo = [(p, m, s, args.epochs) for p in args.pairs for s in range(args.first_seed, args.first_seed + args.seeds) for m in args.models]
     rows = []
     with cf.ThreadPoolExecutor(args.jobs) as pool:
         for r in pool.map(lambda t: run(*t), todo):
@@ -104,7 +105,7 @@ def main() -> None:
                          f"{statistics.mean(r['repetition2'] for r in rs):.4f} | {statistics.mean(r['dropping'] for r in rs):.3f} | "
                          f"{statistics.median(train_tokens * epochs / r['fit_s'] for r in rs):.0f} | "
                          f"{statistics.median(_out_tokens(dm, r['predictions']) / r['test_s'] for r in rs):.0f} |")
-        hyp = {m: Path(next(r for r in rows if r["pair"] == pair and r["model"] == m and r["seed"] == 0)["predictions"]).read_text().splitlines()
+        hyp = {m: Path(next(r for r in rows if r["pair"] == pair and r["model"] == m and r["seed"] == args.first_seed)["predictions"]).read_text().splitlines()
                for m in args.models}
         examples[pair] = [{"source": s, "reference": t, **{m: hyp[m][i] for m in args.models}} for i, (s, t) in enumerate(dm.test_pairs[:8])]
     Path(args.out).write_text(json.dumps({"rows": rows, "examples": examples}, ensure_ascii=False, indent=1))
