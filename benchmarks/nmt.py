@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "lightning_logs" / "nmt_bench"
 MODELS = ["bahdanau", "kvmem"]
@@ -68,6 +70,25 @@ def run(pair: str, model: str, seed: int, epochs: int | None) -> dict:
             "predictions": str(out / "predictions.txt")}
 
 
+def rescore(pair: str, model: str, seed: int, dm) -> dict:
+    """Test metrics of a finished run from its ``predictions.txt`` (``predict`` decodes the test
+    split exactly as ``test`` does; references go through the tokenizer as in ``test``). No timings."""
+    from lightning_des.models.nmt.metrics import translation_metrics
+
+    out = RUNS / f"{model}_{pair}_s{seed}"
+    hyps = (out / "predictions.txt").read_text().splitlines()
+    refs = [dm.tgt_tok.decode(dm.tgt_tok.encode(t)) for _, t in dm.test_pairs]
+    if len(hyps) != len(refs):
+        raise ValueError(f"{out / 'predictions.txt'}: {len(hyps)} lines for {len(refs)} test pairs")
+    return {"pair": pair, "model": model, "seed": seed, **translation_metrics(hyps, refs), "predictions": str(out / "predictions.txt")}
+
+
+def _data_module(pair: str):
+    from lightning_des.data.translation import TranslationDataModule
+
+    return TranslationDataModule(**yaml.safe_load((ROOT / "recipes" / f"nmt_kvmem_{pair}.yaml").read_text())["data"]["init_args"])
+
+
 def _out_tokens(dm, predictions: str) -> int:
     return sum(len(dm.tgt_tok.encode(x)) + 1 for x in Path(predictions).read_text().splitlines())
 
@@ -80,10 +101,18 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0, help="seeds are first_seed .. first_seed + seeds - 1")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=None, help="override the recipes' max_epochs")
+    ap.add_argument("--rescore", action="store_true", help="no training: metrics of the finished runs from their predictions")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nmt.json"))
     args = ap.parse_args()
     todo = [(p, m, s, args.epochs) for p in args.pairs for s in range(args.first_seed, args.first_seed + args.seeds) for m in args.models]
     rows = []
+    if args.rescore:
+        dms = {p: _data_module(p) for p in args.pairs}
+        rows = [rescore(p, m, s, dms[p]) for p, m, s, _ in todo]
+        for r in rows:
+            print(json.dumps({k: v for k, v in r.items() if k != "predictions"}))
+        Path(args.out).write_text(json.dumps({"rows": rows}, ensure_ascii=False, indent=1))
+        return
     with cf.ThreadPoolExecutor(args.jobs) as pool:
         for r in pool.map(lambda t: run(*t), todo):
             rows.append(r)
