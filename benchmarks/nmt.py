@@ -118,15 +118,12 @@ def main() -> None:
             rows.append(r)
             print(f"{r['pair']} {r['model']} seed {r['seed']}: BLEU {r.get('bleu', float('nan')):.2f} ({r['fit_s']:.0f} s fit)", flush=True)
 
-    from lightning_des.data.translation import TranslationDataModule
-
     examples, lines = {}, ["| pair | model | BLEU | chrF | repetition (1-gram / 2-gram) | dropping | train tokens/s | decode tokens/s |",
                            "|---|---|---|---|---|---|---|---|"]
     for pair in args.pairs:
-        rec = json.loads(json.dumps(__import__("yaml").safe_load((ROOT / "recipes" / f"nmt_kvmem_{pair}.yaml").read_text())["data"]["init_args"]))
-        dm = TranslationDataModule(**rec)
+        dm = _data_module(pair)
         train_tokens = sum(len(x["tgt"]) - 1 for x in dm.encode(dm.train_pairs, drop_long=True))
-        epochs = args.epochs or __import__("yaml").safe_load((ROOT / "recipes" / f"nmt_kvmem_{pair}.yaml").read_text())["trainer"]["max_epochs"]
+        epochs = args.epochs or yaml.safe_load((ROOT / "recipes" / f"nmt_kvmem_{pair}.yaml").read_text())["trainer"]["max_epochs"]
         for m in args.models:
             rs = [r for r in rows if r["pair"] == pair and r["model"] == m]
             ms = lambda k: f"{statistics.mean(r[k] for r in rs):.2f} ± {statistics.stdev(r[k] for r in rs) if len(rs) > 1 else 0:.2f}"  # noqa: E731
