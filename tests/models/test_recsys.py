@@ -139,7 +139,7 @@ def test_single_process_resume_matches_uninterrupted_training(tmp_path):
 
     class FixedOrder(SyntheticCTRDataModule):
         def train_dataloader(self):
-            return self._loader(self.splits.train, self.batch_size, shuffle=False)
+            return self._loader("train", self.batch_size, shuffle=False)
 
     dm = FixedOrder(num_rows=600, num_dense=2, num_sparse=3, cardinality=40, batch_size=64)
 

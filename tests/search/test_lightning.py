@@ -38,7 +38,7 @@ def test_supernet_and_search_callbacks(tmp_path):
     trainer.fit(model, dm)
     assert isinstance(model.net.deep, SupernetEmbedding) and "val_auc" in trainer.callback_metrics
     # every training sample drew one candidate per field
-    assert sup.sampler.counts.sum().item() == len(dm.splits.train) * 4 and sup.sampler.steps == trainer.global_step
+    assert sup.sampler.counts.sum().item() == dm.num_rows("train") * 4 and sup.sampler.steps == trainer.global_step
     assert len(sup.probs_history) == 1
     r = search.result
     assert r.params <= r.budget == int(0.5 * 200 * 8) and set(r.sizes.values()) <= {0, 2, 4, 8}
