@@ -113,7 +113,7 @@ class CTRDataModule(pl.LightningDataModule):
             if self._given:
                 names = {"fractions": "split"}
                 raise ValueError(f"{p} is already prepared (see its meta.json); its split options are fixed there: "
-                                 f"remove {[names.get(k, k) for k in self._given]} or prepare another directory")
+                                 f"remove {sorted(names.get(k, k) for k in self._given)} or prepare another directory")
             return PreparedCTR(p)
         if p.is_dir():
             raise FileNotFoundError(f"{p} is a directory without meta.json: not prepared, or its prepare did not finish "

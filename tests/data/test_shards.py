@@ -1,0 +1,116 @@
+"""Reading prepared shards: every row once per epoch across ranks, deterministic shuffling,
+workers, batches equal to the in-memory reference."""
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_des.data.ctr import EncodedCTR
+from lightning_des.data.ingest import PrepareConfig, prepare_table
+from lightning_des.data.modules import CTRDataModule
+from lightning_des.data.shards import PreparedCTR, ShardBatchSampler, ShardedCTRDataset, global_batches
+from tests.data.test_ingest import SPEC, write_table
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("shards")
+    path = write_table(tmp / "t.tsv", n=1003)
+    return prepare_table([path], SPEC, tmp / "out", PrepareConfig(block_bytes=2048), progress=False)
+
+
+def rows_of(batch):
+    return np.rint(np.expm1(batch.dense_features[:, 0].numpy())).astype(int).tolist()
+
+
+@pytest.mark.parametrize("world, batch_size, window", [(1, 64, 8), (2, 50, 3), (3, 17, 1), (4, 200, 100)])
+def test_every_training_row_once_per_epoch_across_ranks(prepared, world, batch_size, window):
+    data = PreparedCTR(prepared)
+    n = data.num_rows("train")
+    train_rows = sorted(np.rint(np.expm1(np.concatenate([data.shard("train", s).dense[:, 0] for s in range(len(data.sizes("train")))]))).astype(int))
+    orders = []
+    for epoch in (0, 1):
+        seen, lengths = [], []
+        for rank in range(world):
+            ds = ShardedCTRDataset(data, "train", batch_size, rank, world, shuffle=True, seed=5, shuffle_window=window)
+            mine = [rows_of(ds[(epoch, b)]) for b in range(len(ds))]
+            assert all(len(m) > 0 for m in mine)
+            lengths.append(len(mine))
+            seen += [r for m in mine for r in m]
+        assert len(set(lengths)) == 1  # the same number of steps on every rank
+        assert len(seen) == n and sorted(seen) == train_rows
+        orders.append(seen)
+    assert orders[0] != orders[1]  # reshuffled per epoch
+
+
+def test_global_batches_merge_a_tail_smaller_than_the_world():
+    assert global_batches(10, 2, 2).tolist() == [0, 4, 8, 10]
+    assert global_batches(9, 2, 2).tolist() == [0, 4, 9]  # a 1-row tail joins the previous batch
+    assert global_batches(3, 8, 3).tolist() == [0, 3]
+    with pytest.raises(ValueError, match="2 rows cannot give each of 3 ranks a batch"):
+        global_batches(2, 8, 3)
+
+
+def test_shuffle_is_seeded_and_eval_keeps_input_order(prepared):
+    data = PreparedCTR(prepared)
+    a = ShardedCTRDataset(data, "train", 32, shuffle=True, seed=1)
+    b = ShardedCTRDataset(data, "train", 32, shuffle=True, seed=1)
+    c = ShardedCTRDataset(data, "train", 32, shuffle=True, seed=2)
+    assert rows_of(a[(3, 2)]) == rows_of(b[(3, 2)]) != rows_of(c[(3, 2)])
+    val = ShardedCTRDataset(data, "val", 10)
+    got = [r for i in range(len(val)) for r in rows_of(val[(0, i)])]
+    assert got == sorted(got) and len(got) == data.num_rows("val")
+
+
+def test_batches_equal_the_in_memory_reference(prepared):
+    data = PreparedCTR(prepared)
+    shards = [data.shard("train", s) for s in range(len(data.sizes("train")))]
+    ref = EncodedCTR(np.concatenate([s.labels for s in shards]), np.concatenate([s.dense for s in shards]),
+                     {f: np.concatenate([s.values[f] for s in shards]) for f in SPEC.sparse},
+                     {f: _concat_offsets(shards, f) for f in SPEC.sparse})
+    position = {r: i for i, r in enumerate(np.rint(np.expm1(ref.dense[:, 0])).astype(int))}
+    ds = ShardedCTRDataset(data, "train", 40, shuffle=True, seed=0, shuffle_window=2)
+    for b in (0, len(ds) - 1):
+        got = ds[(0, b)]
+        want = ref.batch([position[r] for r in rows_of(got)], SPEC.sparse)
+        assert torch.equal(got.sparse_features.values(), want.sparse_features.values())
+        assert torch.equal(got.sparse_features.lengths(), want.sparse_features.lengths())
+        assert torch.equal(got.labels, want.labels) and torch.equal(got.dense_features, want.dense_features)
+
+
+def _concat_offsets(shards, f):
+    parts, base = [np.zeros(1, np.int64)], 0
+    for s in shards:
+        off = s.offsets[f] if s.offsets[f] is not None else np.arange(len(s.labels) + 1)
+        parts.append(off[1:] + base)
+        base += off[-1]
+    return np.concatenate(parts)
+
+
+def test_workers_give_the_same_batches_in_the_same_order(prepared):
+    ds = ShardedCTRDataset(PreparedCTR(prepared), "train", 48, shuffle=True, seed=4)
+    out = []
+    for workers in (0, 2):
+        sampler = ShardBatchSampler(ds)
+        sampler.set_epoch(1)
+        loader = DataLoader(ds, sampler=sampler, batch_size=None, collate_fn=lambda b: b, num_workers=workers)
+        out.append([rows_of(b) for b in loader])
+    assert out[0] == out[1] and len(out[0]) == len(ds)
+    assert out[0][0] == rows_of(ds[(1, 0)])
+
+
+def test_schema_comes_from_meta_without_reading_data(prepared, monkeypatch):
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("read a shard"))
+    dm = CTRDataModule(str(prepared))
+    assert dm.schema.sparse_features == SPEC.sparse and dm.schema.multi_hot == ("g",)
+    with pytest.raises(ValueError, match=r"already prepared .* remove \['min_freq', 'split'\]"):
+        CTRDataModule(str(prepared), min_freq=2, split=(0.5, 0.25, 0.25)).schema
+
+
+def test_unfinished_or_missing_directories_are_named(tmp_path):
+    (tmp_path / "half").mkdir()
+    with pytest.raises(FileNotFoundError, match="half is a directory without meta.json"):
+        CTRDataModule(str(tmp_path / "half")).schema
+    with pytest.raises(FileNotFoundError, match="no meta.json"):
+        PreparedCTR(tmp_path / "half")
