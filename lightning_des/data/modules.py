@@ -153,6 +153,11 @@ class CTRDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    def _fit_epoch(self) -> int | None:
+        """The epoch Lightning's fit loop is in (what it passes to ``set_epoch``), if fitting."""
+        trainer = self.trainer
+        return trainer.fit_loop.epoch_progress.current.processed if trainer is not None else None
+
     def dataset(self, split: str, batch_size: int, shuffle: bool) -> ShardedCTRDataset:
         """This rank's batches of ``split``."""
         rank, world = self._rank_world()
@@ -161,7 +166,7 @@ class CTRDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         ds = self.dataset(split, batch_size, shuffle)
-        return DataLoader(ds, sampler=ShardBatchSampler(ds), batch_size=None, collate_fn=_whole,
+        return DataLoader(ds, sampler=ShardBatchSampler(ds, self._fit_epoch if shuffle else None), batch_size=None, collate_fn=_whole,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0)
 

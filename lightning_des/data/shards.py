@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -246,16 +246,25 @@ class ShardBatchSampler(DistributedSampler):
 
     It subclasses ``DistributedSampler`` because it already is one (the dataset holds this
     rank's part of every batch): Lightning then neither replaces it nor wraps it, and calls
-    ``set_epoch`` on it each epoch.
+    ``set_epoch`` on it each epoch. Lightning creates the first iterator of a resumed fit
+    *before* ``set_epoch``, so ``epoch_fn`` (e.g. the trainer's epoch counter), when given, is
+    asked for the epoch when the iterator starts instead.
+
+    Args:
+        dataset: the batches to index.
+        epoch_fn: returns the current epoch, or None to use the ``set_epoch`` value.
     """
 
-    def __init__(self, dataset: ShardedCTRDataset) -> None:  # noqa: D107  (no super().__init__: no index sampling here)
-        self.dataset = dataset
+    def __init__(self, dataset: ShardedCTRDataset, epoch_fn: Callable[[], int | None] | None = None) -> None:  # noqa: D107
+        # no super().__init__: it would need a process group and samples indices, not batches
+        self.dataset, self.epoch_fn = dataset, epoch_fn
         self.num_replicas, self.rank = dataset.world_size, dataset.rank
         self.shuffle, self.seed, self.epoch, self.drop_last = dataset.shuffle, dataset.seed, 0, False
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(self.epoch, b) for b in range(len(self.dataset))])
+        epoch = self.epoch_fn() if self.epoch_fn is not None else None
+        epoch = self.epoch if epoch is None else epoch
+        return iter([(epoch, b) for b in range(len(self.dataset))])
 
     def __len__(self) -> int:
         return len(self.dataset)
