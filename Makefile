@@ -10,6 +10,8 @@ $(VENV)/.installed: scripts/install.sh requirements-cpu.txt pyproject.toml
 
 data: install
 	$(CLI) data prepare movielens100k
+	$(CLI) data prepare movielens1m
+	$(CLI) data prepare adult
 
 demo: data
 	$(CLI) fit --config recipes/deepfm_movielens_des.yaml

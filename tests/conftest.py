@@ -14,6 +14,14 @@ def movielens_path():
     return prepare_movielens100k()
 
 
+@pytest.fixture(scope="session")
+def movielens1m_path():
+    """The prepared MovieLens-1M table (`make test` prepares it; otherwise fetched here)."""
+    from lightning_des.data.prepare import prepare_movielens1m
+
+    return prepare_movielens1m()
+
+
 @pytest.fixture(autouse=True)
 def _quiet_torchrec():
     logging.getLogger("torchrec").setLevel(logging.ERROR)

@@ -21,11 +21,11 @@ TINY = ["--trainer.max_steps", "2", "--trainer.limit_train_batches", "2", "--tra
 
 
 def test_every_recipe_is_tested():
-    assert len(SINGLE) == 12 and len(DES) >= 1 and len(ADASS) == 2 and len(TUNE) == 2 and len(POETRY) == 4 and len(NMT) == 4
+    assert len(SINGLE) == 18 and len(DES) >= 1 and len(ADASS) == 2 and len(TUNE) == 2 and len(POETRY) == 4 and len(NMT) == 4
 
 
 @pytest.mark.parametrize("recipe", SINGLE, ids=lambda p: p.stem)
-def test_recipe_runs_through_cli(recipe, tmp_path, movielens_path):
+def test_recipe_runs_through_cli(recipe, tmp_path, movielens_path, movielens1m_path):
     cli_main(["fit", "--config", str(recipe), "--trainer.default_root_dir", str(tmp_path), *TINY])
 
 

@@ -8,6 +8,7 @@ meaningful: ``logit = sum_f mean_{id in bag f} w_f[id] + beta . dense + b`` with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -80,3 +81,35 @@ def make_synthetic(spec: SyntheticSpec, return_logits: bool = False) -> EncodedC
     labels = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
     data = EncodedCTR(labels, dense, values, offsets)
     return (data, logit) if return_logits else data
+
+
+def write_criteo_tsv(path: str | Path, num_rows: int, seed: int = 0, cardinality: int = 100_000, zipf: float = 1.1,
+                     missing: float = 0.1, chunk_rows: int = 500_000) -> Path:
+    """Write a synthetic Criteo-format TSV (no header: label, I1..I13, C1..C26), vectorised with
+    pyarrow: labels 25% positive, log-normal integer counts, Zipf-distributed 8-hex-digit tokens
+    from a fixed table of ``cardinality`` tokens per field, ``missing`` of each column empty.
+    For scale benchmarks and tests only. Written to ``path + ".tmp"`` and renamed when complete."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    if num_rows < 1 or cardinality < 1 or not 0 <= missing < 1 or zipf <= 1:
+        raise ValueError(f"write_criteo_tsv: bad sizes num_rows={num_rows}, cardinality={cardinality}, "
+                         f"missing={missing}, zipf={zipf}")
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    tables = [pa.array([f"{x:08x}" for x in rng.integers(0, 2**32, size=cardinality)]) for _ in range(26)]
+    tmp = path.with_name(path.name + ".tmp")
+    opts = pcsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
+    with open(tmp, "wb") as fh:
+        for start in range(0, num_rows, chunk_rows):
+            m = min(chunk_rows, num_rows - start)
+            cols = {"label": pa.array((rng.random(m) < 0.25).astype(np.int8))}
+            for i in range(13):
+                v = np.floor(rng.lognormal(1.0, 1.5, m)).astype(np.int64)
+                cols[f"I{i + 1}"] = pa.array(v, mask=rng.random(m) < missing)
+            for i, table in enumerate(tables):
+                ids = ((rng.zipf(zipf, m) - 1) % cardinality).astype(np.int32)
+                cols[f"C{i + 1}"] = pa.DictionaryArray.from_arrays(pa.array(ids, mask=rng.random(m) < missing), table)
+            pcsv.write_csv(pa.table(cols), fh, opts)
+    tmp.replace(path)
+    return path
