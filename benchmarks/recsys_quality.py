@@ -3,7 +3,12 @@ test AUC / logloss of the best (lowest val logloss) checkpoint.
 
     python benchmarks/recsys_quality.py [--recipes lr_movielens deepfm_adult ...] [--seeds 0 1 2]
 
-Writes benchmarks/results/recsys_quality.json and prints a markdown table (mean ± std over seeds).
+    python benchmarks/recsys_quality.py --recipes {lr,fm,dnn,wdl,deepfm,dlrm}_movielens1m \
+        --seeds 0 1 2 --out benchmarks/results/recsys_quality_ml1m.json
+
+Writes benchmarks/results/recsys_quality.json (or ``--out``) after every finished run and prints
+a markdown table (mean ± std over seeds). Finished (recipe, seed) runs already in ``--out`` are
+kept and not rerun, so an interrupted benchmark resumes.
 """
 
 from __future__ import annotations
@@ -44,8 +49,16 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "recsys_quality.json"))
     args = p.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    rows = [run(r, s) for r in args.recipes for s in args.seeds]
-    Path(args.out).write_text(json.dumps(rows, indent=2))
+    out = Path(args.out)
+    rows = json.loads(out.read_text()) if out.is_file() else []
+    for r in args.recipes:
+        for s in args.seeds:
+            if any(x["recipe"] == r and x["seed"] == s for x in rows):
+                continue
+            rows.append(run(r, s))
+            out.write_text(json.dumps(rows, indent=2))
+            print(f"{r} seed {s}: test AUC {rows[-1]['test_auc']:.4f} ({rows[-1]['fit_s']:.0f} s)", flush=True)
+    rows = [x for x in rows if x["recipe"] in args.recipes and x["seed"] in args.seeds]
     print("| recipe | val AUC | val logloss | test AUC | test logloss | epochs | fit s |")
     print("|---|---|---|---|---|---|---|")
     for r in args.recipes:

@@ -548,11 +548,16 @@ def _lookup(keys: np.ndarray, vocab: tuple[np.ndarray, np.ndarray] | int) -> np.
         ids = (2 + keys % np.uint64(vocab - 2)).astype(np.int32)
     else:
         vk, vid = vocab
-        pos = np.searchsorted(vk, keys)
-        found = pos < len(vk)
-        found[found] = vk[pos[found]] == keys[found]
         ids = np.full(len(keys), OOV_ID, np.int32)
-        ids[found] = vid[pos[found]]
+        if len(vk) <= 8 * len(keys):  # Arrow's hash lookup: ~2x faster than a binary search here
+            pos = pc.index_in(pa.array(keys), value_set=pa.array(vk)).to_numpy(zero_copy_only=False)
+            found = ~np.isnan(pos) if pos.dtype.kind == "f" else pos >= 0
+            ids[found] = vid[pos[found].astype(np.int64)]
+        else:  # a huge vocabulary: building its hash table per shard would cost more than searching
+            pos = np.searchsorted(vk, keys)
+            found = pos < len(vk)
+            found[found] = vk[pos[found]] == keys[found]
+            ids[found] = vid[pos[found]]
     ids[keys == MISSING_KEY] = MISSING_ID
     return ids
 
@@ -734,9 +739,12 @@ def _vocabularies(raws: list[_Raw], spec: ColumnSpec, cfg: PrepareConfig, codes:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        for f in spec.sparse:
+        def build(f: str) -> None:
             k, i = _build_vocab(raws, f, f in spec.multi_hot, codes, cfg.min_freq)
             np.save(tmp / f"{f}.keys.npy", k)
             np.save(tmp / f"{f}.ids.npy", i)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:  # numpy's sorts release the GIL
+            list(pool.map(build, spec.sparse))
         _commit_dir(tmp, vdir)
     return {f: (np.load(vdir / f"{f}.keys.npy"), np.load(vdir / f"{f}.ids.npy")) for f in spec.sparse}
