@@ -1,8 +1,11 @@
-"""CTR tables -> TorchRec batches: reading, vocabularies, dense transform, splits.
+"""CTR tables: column specs, schema, encoding rules, and a plain Python reference reader.
 
-Plain NumPy/PyTorch; :mod:`lightning_des.data.modules` wraps it as LightningDataModules.
+The data path itself streams (:mod:`lightning_des.data.ingest` prepares shards,
+:mod:`lightning_des.data.shards` reads them); :func:`read_table` + :func:`encode_splits` keep
+the same rules in plain Python lists, for small tables and as the reference the tests compare
+the streaming prepare against.
 
-Two readers share one parser:
+Formats:
 
 * the Criteo display-advertising format (``spec="criteo"``): tab-separated, no header,
   ``label, I1..I13, C1..C26``, empty fields allowed;
@@ -28,7 +31,6 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchrec.datasets.utils import Batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
@@ -194,85 +196,6 @@ def read_table(path: str | Path, spec: ColumnSpec, bad_rows: BadRowPolicy = "rai
                 continue
             labels.append(float(cols[label_i].strip()))
             dense.append([float(v) if (v := cols[c].strip()) else float("nan") for c in dense_i])
-            for f, c, sep in sparse_i:
-                v = cols[c].strip()
-                if sep is None:
-                    tokens[f].append([v] if v else [])
-                else:
-                    tokens[f].append([t for t in v.split(sep) if t])
-    return RawTable(
-            self.labels[idx],
-            self.dense[idx],
-            {f: [col[i] for i in idx] for f, col in self.tokens.items()},
-        )
-
-
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
-
-
-def read_table(path: str | Path, spec: ColumnSpec, bad_rows: BadRowPolicy = "raise") -> RawTable:
-    """Parse a delimited CTR table.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        MalformedRowError: a row has the wrong column count, a non-numeric dense value or a
-            label other than 0/1, and ``bad_rows="raise"``. With ``"skip"`` such rows are
-            counted in ``RawTable.skipped`` instead (and logged by the caller).
-    """
-    if bad_rows not in ("raise", "skip"):
-        raise ValueError(f"bad_rows must be 'raise' or 'skip', got {bad_rows!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"CTR table not found: {path}")
-    labels: list[float] = []
-    dense: list[list[float]] = []
-    tokens: dict[str, list[list[str]]] = {f: [] for f in spec.sparse}
-    skipped = 0
-    with _open_text(path) as fh:
-        first = 1
-        names = spec.names
-        if spec.header:
-            header_line = fh.readline().rstrip("\r\n")
-            file_names = tuple(header_line.split(spec.delimiter))
-            if names is not None and file_names != names:
-                raise MalformedRowError(path, 1, f"header {file_names} differs from spec.names {names}")
-            names = file_names
-            missing = sorted({spec.label, *spec.dense, *spec.sparse} - set(names))
-            if missing:
-                raise MalformedRowError(path, 1, f"header lacks columns {missing}; it has {list(names)}")
-            first = 2
-        assert names is not None
-        pos = {n: i for i, n in enumerate(names)}
-        label_i = pos[spec.label]
-        dense_i = [pos[c] for c in spec.dense]
-        sparse_i = [(f, pos[f], spec.multi_hot.get(f)) for f in spec.sparse]
-        ncol = len(names)
-        for lineno, line in enumerate(fh, start=first):
-            line = line.rstrip("\r\n")
-            if not line:
-                continue
-            cols = line.split(spec.delimiter)
-            try:
-                if len(cols) != ncol:
-                    raise ValueError(f"expected {ncol} columns, got {len(cols)}")
-                lab = cols[label_i].strip()
-                if lab not in ("0", "1", "0.0", "1.0"):
-                    raise ValueError(f"label must be 0 or 1, got {lab!r}")
-                row_dense = []
-                for c in dense_i:
-                    v = cols[c].strip()
-                    try:
-                        row_dense.append(float(v) if v else float("nan"))
-                    except ValueError:
-                        raise ValueError(f"dense column {names[c]!r} is not numeric: {v!r}") from None
-            except ValueError as err:
-                if bad_rows == "raise":
-                    raise MalformedRowError(path, lineno, str(err)) from None
-                skipped += 1
-                continue
-            labels.append(float(lab))
-            dense.append(row_dense)
             for f, c, sep in sparse_i:
                 v = cols[c].strip()
                 if sep is None:
@@ -452,30 +375,3 @@ def encode_splits(
         multi_hot=tuple(f for f in spec.sparse if f in spec.multi_hot),
     )
     return EncodedSplits(schema, enc(parts[0]), enc(parts[1]), enc(parts[2]), vocabs, table.skipped)
-
-
-class CTRDataset(Dataset):
-    """Map-style dataset over :class:`EncodedCTR` that fetches whole batches at once.
-
-    ``DataLoader`` calls ``__getitems__`` with a batch of indices, which returns a TorchRec
-    ``Batch`` directly; use it with ``collate_fn=first`` (see :func:`collate_batch`).
-    """
-
-    def __init__(self, data: EncodedCTR, keys: Sequence[str]) -> None:
-        self.data, self.keys = data, list(keys)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int) -> Batch:
-        return self.data.batch([i], self.keys)
-
-    def __getitems__(self, idx: list[int]) -> list[Batch]:
-        return [self.data.batch(idx, self.keys)]
-
-
-def collate_batch(items: list[Batch]) -> Batch:
-    """Collate for :class:`CTRDataset`: ``__getitems__`` already built the batch."""
-    if len(items) != 1:
-        raise ValueError(f"CTRDataset batches arrive whole; got {len(items)} items")
-    return items[0]
