@@ -167,6 +167,25 @@ def shard_des(
     # dense kernel with data-parallel sharding, but table-wise lookups run it fine, so 1-dim
     # wide/LR tables are switched to it after placement. Fused tables run the sparse optimizer
     # inside the kernel's backward; dense-kernel tables keep ordinary parameters.
+    head = net.head
+    field_ops = dict(head.field_ops) if isinstance(head, SumOverFieldsHead) else None
+    fused: list[nn.Parameter] = []
+    try:
+        dmp = _shard_in_place(net, wrapped, env, device, plan, sharder, des_ops, sparse_optimizer, fused)
+    except BaseException:
+        _restore(net, field_ops, fused)  # leave the caller's model as it was
+        raise
+    log.info("DES plan (rank %d):\n%s", rank, des_plan.describe())
+    return dmp, des_plan
+
+
+def _shard_in_place(net: RecsysNet, wrapped: nn.Module, env: ShardingEnv, device: torch.device, plan: ShardingPlan,
+                    sharder: DESEmbeddingBagCollectionSharder, des_ops: set[str],
+                    sparse_optimizer: tuple[type[torch.optim.Optimizer], dict[str, Any]],
+                    fused: list[nn.Parameter]) -> DistributedModelParallel:
+    """The mutating part of :func:`shard_des` (``fused`` collects the tables given an
+    in-backward optimizer, so a failure can be undone)."""
+    rank = env.rank
     cls, kw = sparse_optimizer
     for name, ebc in (("wide", net.wide), ("deep", net.deep)):
         if ebc is None:
@@ -177,7 +196,9 @@ def shard_des(
             if cfg.embedding_dim % 4:
                 plan.plan[name][cfg.name].compute_kernel = "dense"
             else:
-                apply_optimizer_in_backward(cls, [ebc.embedding_bags[cfg.name].weight], kw)
+                weight = ebc.embedding_bags[cfg.name].weight
+                fused.append(weight)
+                apply_optimizer_in_backward(cls, [weight], kw)
 
     ignore: list[str] = []
     if "deep" in des_ops:
@@ -200,5 +221,24 @@ def shard_des(
         sharders=[sharder],
         data_parallel_wrapper=DefaultDataParallelWrapper(params_to_ignore=ignore, static_graph=False),
     )
-    log.info("DES plan (rank %d):\n%s", rank, des_plan.describe())
-    return dmp, des_plan
+    return dmp
+
+
+def _restore(net: RecsysNet, field_ops: dict[str, nn.Module] | None, fused: list[nn.Parameter]) -> None:
+    """Undo :func:`_shard_in_place` on the caller's ``net``: the deleted ``W_f`` blocks come
+    back in their order, and the in-backward optimizers (attributes and gradient hooks) go."""
+    if field_ops is not None:
+        ops = net.head.field_ops
+        for name in list(ops):
+            del ops[name]
+        for name, mod in field_ops.items():
+            ops[name] = mod
+    from torch.distributed.optim import apply_optimizer_in_backward as aoib
+
+    for p in fused:
+        for handle in aoib.param_to_optim_hook_handle_map.pop(p, []):
+            handle.remove()
+        aoib.param_to_acc_grad_map.pop(p, None)
+        for attr in ("_in_backward_optimizers", "_optimizer_classes", "_optimizer_kwargs"):
+            if hasattr(p, attr):
+                delattr(p, attr)

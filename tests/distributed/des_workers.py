@@ -163,3 +163,36 @@ def dlrm(rank: int, world: int) -> None:
     gb = data.batch(np.arange(8 * world), SPEC.fields)
     lb = data.batch(np.arange(rank * 8, rank * 8 + 8), SPEC.fields)
     _close(mod(lb.dense_features, lb.sparse_features), ref(gb.dense_features, gb.sparse_features)[rank * 8 : rank * 8 + 8], "DLRM logits")
+
+
+def shard_failure_leaves_model_intact(rank: int, world: int) -> None:
+    """shard_des raising inside DistributedModelParallel leaves the caller's net as it was:
+    same parameters (W_f of every field), no in-backward optimizer hooks."""
+    from lightning_des.distributed import des_net
+
+    mod = build("DeepFM", "adagrad")
+    before = {k: v.clone() for k, v in mod.net.state_dict().items()}
+
+    def fail(*a, **k):
+        raise RuntimeError("planted sharding failure")
+
+    real, des_net.DistributedModelParallel = des_net.DistributedModelParallel, fail
+    env = ShardingEnv.from_process_group(dist.group.WORLD)
+    try:
+        shard_des(mod.net, env, torch.device("cpu"), mod.sparse_optimizer_spec(), mode="des")
+        raise AssertionError("shard_des did not raise")
+    except RuntimeError as err:
+        assert "planted sharding failure" in str(err), err
+    finally:
+        des_net.DistributedModelParallel = real
+    after = mod.net.state_dict()
+    assert list(after) == list(before), sorted(set(before) ^ set(after))
+    for k, v in before.items():
+        assert torch.equal(after[k], v), k
+    for name, p in mod.net.named_parameters():
+        assert not hasattr(p, "_in_backward_optimizers"), name
+    batch = make_synthetic(SPEC).batch(np.arange(8), SPEC.fields)
+    loss = F.binary_cross_entropy_with_logits(mod(batch.dense_features, batch.sparse_features), batch.labels)
+    loss.backward()  # no fused optimizer: the tables get ordinary gradients again
+    table = next(iter(mod.net.deep.embedding_bags.values())).weight
+    assert table.grad is not None and table.grad.abs().sum() > 0

@@ -135,3 +135,7 @@ def test_slurm_environment_resolves_ranks(monkeypatch):
     assert isinstance(s, DESStrategy) and isinstance(s.cluster_environment, SLURMEnvironment)
     assert (s.global_rank, s.local_rank, s.node_rank, s.world_size) == (3, 1, 1, 4)
     assert s.cluster_environment.main_address == "node1"
+
+
+def test_shard_des_failure_leaves_the_callers_model_intact():
+    spawn(des_workers.shard_failure_leaves_model_intact, 2)
