@@ -190,6 +190,12 @@ class DESStrategy(DDPStrategy):
 
     @override
     def setup(self, trainer: Any) -> None:
+        if trainer.accumulate_grad_batches != 1:
+            raise ValueError(
+                f"DESStrategy does not support accumulate_grad_batches={trainer.accumulate_grad_batches}: TorchRec's fused "
+                "embedding optimizer updates the tables in every backward pass, so the micro-batches would not add up to "
+                "one step. Use a larger batch_size (per process) instead"
+            )
         assert self.accelerator is not None
         self.accelerator.setup(trainer)
         self.precision_plugin.convert_module(self.model)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torchrec.distributed.types import ShardingEnv
 
 from lightning_des.data.synthetic import SyntheticSpec, make_synthetic
+from lightning_des.distributed.clipping import clip_module_grad_norm_
 from lightning_des.distributed.des_net import shard_des
 from lightning_des.distributed.state import gather_full_state_dict, load_full_state_dict
 from lightning_des.models import recsys
@@ -34,7 +35,8 @@ def _close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
         raise AssertionError(f"{what}: max abs diff {err:.3g} > {TOL}")
 
 
-def equivalence(rank: int, world: int, model: str, sparse_optimizer: str, steps: int = 5, **model_kw) -> None:
+def equivalence(rank: int, world: int, model: str, sparse_optimizer: str, steps: int = 5, clip: float | None = None,
+                **model_kw) -> None:
     """DES vs a single-process reference on the same global batches: outputs, loss, every
     gradient that exists outside the fused kernels, and all parameters after ``steps`` steps."""
     data = make_synthetic(SPEC)
@@ -62,6 +64,12 @@ def equivalence(rank: int, world: int, model: str, sparse_optimizer: str, steps:
         opt.zero_grad()
         ref_loss.backward()
         loss.backward()
+        if clip is not None:  # the reference clips locally (no DDP); DES by the norm over ranks
+            ref_norm = clip_module_grad_norm_(ref.net, clip)
+            norm = clip_module_grad_norm_(mod.net, clip)
+            _close(norm, ref_norm, f"step {step} gradient norm")
+            if not ref_norm > 2 * clip:
+                raise AssertionError(f"step {step}: norm {ref_norm:.3g} does not exercise clipping at {clip}")
         checked = 0
         for name, p in mod.named_parameters():
             if p.grad is None or isinstance(p, torch.distributed._shard.sharded_tensor.ShardedTensor):
@@ -196,3 +204,12 @@ def shard_failure_leaves_model_intact(rank: int, world: int) -> None:
     loss.backward()  # no fused optimizer: the tables get ordinary gradients again
     table = next(iter(mod.net.deep.embedding_bags.values())).weight
     assert table.grad is not None and table.grad.abs().sum() > 0
+
+
+def clipped(rank: int, world: int) -> None:
+    """Norm clipping: the DES models clip by the same global norm as the reference."""
+    for model in ("FactorizationMachine", "DNN", "WideAndDeep", "DeepFM"):
+        try:
+            equivalence(rank, world, model, "adagrad", clip=0.01)
+        except AssertionError as err:
+            raise AssertionError(f"{model}, world {world}, clipped: {err}") from None

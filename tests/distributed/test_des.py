@@ -139,3 +139,18 @@ def test_slurm_environment_resolves_ranks(monkeypatch):
 
 def test_shard_des_failure_leaves_the_callers_model_intact():
     spawn(des_workers.shard_failure_leaves_model_intact, 2)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_gradient_norm_clipping_uses_the_global_norm(world):
+    spawn(des_workers.clipped, world)
+
+
+def test_gradient_accumulation_is_refused_at_setup(tmp_path):
+    from lightning_des.data.modules import SyntheticCTRDataModule
+
+    dm = SyntheticCTRDataModule(num_rows=200, num_dense=2, num_sparse=3, cardinality=20, batch_size=16)
+    trainer = Trainer(strategy=DESStrategy(mode="des"), accelerator="cpu", devices=1, accumulate_grad_batches=2, max_steps=1,
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="does not support accumulate_grad_batches=2"):
+        trainer.fit(DeepFM(dm.schema, embedding_dim=4, hidden=(8,)), dm)

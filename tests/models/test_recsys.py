@@ -155,3 +155,21 @@ def test_single_process_resume_matches_uninterrupted_training(tmp_path):
     resumed = fit(2, tmp_path / "b", ckpt=str(tmp_path / "b" / "last.ckpt"))
     for k, v in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_gradient_clipping_skips_tables_and_matches_torch(batch, algorithm):
+    """configure_gradient_clipping clips every non-table gradient as torch does; table
+    gradients (fused into backward under DES) are left alone."""
+    m, ref = make(DeepFM), make(DeepFM)
+    for mod in (m, ref):
+        F.binary_cross_entropy_with_logits(mod(batch.dense_features, batch.sparse_features), batch.labels).backward()
+    m.configure_gradient_clipping(None, 0.01, algorithm)
+    dense = [p for n, p in ref.named_parameters() if ".embedding_bags." not in n]
+    if algorithm == "norm":
+        assert torch.nn.utils.clip_grad_norm_(dense, 0.01) > 0.1  # clipping is active
+    else:
+        torch.nn.utils.clip_grad_value_(dense, 0.01)
+    ref_grads = dict(ref.named_parameters())
+    for n, p in m.named_parameters():
+        torch.testing.assert_close(p.grad, ref_grads[n].grad, rtol=1e-6, atol=1e-9)  # tables: unclipped in both

@@ -182,6 +182,19 @@ class CTRModule(pl.LightningModule):
             kw["eps"] = 1e-10  # torch's Adagrad default, passed explicitly so fused kernels match
         return _SPARSE_OPTIMIZERS[self.hparams.sparse_optimizer], kw
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip every gradient except the embedding tables' (TorchRec's fused tables update
+        inside backward, so the single-process model follows the same rule). ``"norm"`` uses
+        the global norm over ranks under DES (:mod:`lightning_des.distributed.clipping`)."""
+        if gradient_clip_val is None or gradient_clip_val <= 0:
+            return
+        from lightning_des.distributed.clipping import clip_module_grad_norm_, clippable
+
+        if (gradient_clip_algorithm or "norm") == "value":
+            torch.nn.utils.clip_grad_value_([p for _, p in clippable(self.net)], gradient_clip_val)
+        else:
+            clip_module_grad_norm_(self.net, float(gradient_clip_val))
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Sparse optimizer on the tables, Adam on the rest. Parameters that already carry an
         in-backward (fused) optimizer, as sharded tables do, are left out."""
