@@ -18,11 +18,11 @@ SPEC = SyntheticSpec(num_rows=256, num_dense=3, cardinalities=(20, 30, 40, 50, 2
 TOL = 1e-5
 
 
-def build(model: str, sparse_optimizer: str, seed: int = 0, **kw):
+def build(model: str, sparse_optimizer: str, seed: int = 0, schema=None, **kw):
     torch.manual_seed(seed)
     cls = getattr(recsys, model)
     extra = {"hidden": (16, 8)} if model in ("DNN", "WideAndDeep", "DeepFM") else {}
-    return cls(SPEC.schema(), embedding_dim=8, sparse_optimizer=sparse_optimizer, sparse_lr=0.1, dense_lr=0.01, **extra, **kw)
+    return cls(schema or SPEC.schema(), embedding_dim=8, sparse_optimizer=sparse_optimizer, sparse_lr=0.1, dense_lr=0.01, **extra, **kw)
 
 
 def _clean(name: str) -> str:
@@ -36,13 +36,13 @@ def _close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
 
 
 def equivalence(rank: int, world: int, model: str, sparse_optimizer: str, steps: int = 5, clip: float | None = None,
-                **model_kw) -> None:
+                mode: str = "des", schema=None, **model_kw):
     """DES vs a single-process reference on the same global batches: outputs, loss, every
     gradient that exists outside the fused kernels, and all parameters after ``steps`` steps."""
     data = make_synthetic(SPEC)
-    ref, mod = build(model, sparse_optimizer, **model_kw), build(model, sparse_optimizer, **model_kw)
+    ref, mod = (build(model, sparse_optimizer, schema=schema, **model_kw) for _ in range(2))
     env = ShardingEnv.from_process_group(dist.group.WORLD)
-    mod.net, plan = shard_des(mod.net, env, torch.device("cpu"), mod.sparse_optimizer_spec(), mode="des")
+    mod.net, plan = shard_des(mod.net, env, torch.device("cpu"), mod.sparse_optimizer_spec(), mode=mode)
     load_full_state_dict(mod.net, {k[4:]: v for k, v in ref.state_dict().items() if k.startswith("net.")})
     opt_ref, opt = ref.configure_optimizers(), mod.configure_optimizers()
     ref_params = dict(ref.named_parameters())
@@ -88,6 +88,7 @@ def equivalence(rank: int, world: int, model: str, sparse_optimizer: str, steps:
         raise AssertionError(f"state keys differ: {sorted(set(full) ^ set(ref_sd))}")
     for k, v in ref_sd.items():
         _close(full[k], v, f"after {steps} steps: {k}")
+    return plan
 
 
 def many_models(rank: int, world: int, sparse_optimizer: str) -> None:
@@ -213,3 +214,20 @@ def clipped(rank: int, world: int) -> None:
             equivalence(rank, world, model, "adagrad", clip=0.01)
         except AssertionError as err:
             raise AssertionError(f"{model}, world {world}, clipped: {err}") from None
+
+
+def auto_mode_mixed_pooling(rank: int, world: int) -> None:
+    """mode="auto" (DES for some operators, TorchRec table-wise for others) with mixed SUM and
+    MEAN pooling (multi-hot fields pool by mean) and 1-dim dense-kernel wide tables."""
+    from dataclasses import replace
+
+    schema = replace(SPEC.schema(), multi_hot=("C1", "C3"))  # C2, C4, C5 sum their two ids
+    chosen = {}
+    for model in ("LogisticRegression", "FactorizationMachine", "DNN", "WideAndDeep", "DeepFM"):
+        try:
+            chosen[model] = equivalence(rank, world, model, "adagrad", mode="auto", schema=schema).des_operators
+        except AssertionError as err:
+            raise AssertionError(f"{model}, world {world}, auto: {err}") from None
+    # the cost model mixes within a model (e.g. DeepFM: wide part by DES, deep part table-wise)
+    if not any(len(chosen[m]) == 1 for m in ("FactorizationMachine", "WideAndDeep", "DeepFM")):
+        raise AssertionError(f"auto chose {chosen}; expected a model mixing DES and table-wise")

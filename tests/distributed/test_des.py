@@ -154,3 +154,8 @@ def test_gradient_accumulation_is_refused_at_setup(tmp_path):
                       logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
     with pytest.raises(ValueError, match="does not support accumulate_grad_batches=2"):
         trainer.fit(DeepFM(dm.schema, embedding_dim=4, hidden=(8,)), dm)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_auto_mode_with_mixed_pooling_equals_the_reference(world):
+    spawn(des_workers.auto_mode_mixed_pooling, world)
