@@ -170,12 +170,12 @@ def checkpoint_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="lightning-des checkpoint", description="Work with sharded DES checkpoints.")
     sub = parser.add_subparsers(dest="action", required=True)
     cons = sub.add_parser("consolidate", help="merge a DES checkpoint directory into one single-process .ckpt")
-    cons.add_argument("src", type=Path, help="the DES checkpoint directory (rank*.pt inside)")
+    cons.add_argument("src", type=Path, help="the DES checkpoint directory (torch.distributed.checkpoint files inside)")
     cons.add_argument("dst", type=Path, help="the .ckpt file to write")
     args = parser.parse_args(argv)
     try:
         ckpt = consolidate(args.src)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"lightning-des checkpoint consolidate: {err}", file=sys.stderr)
         return 1
     args.dst.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,6 @@ from lightning_des.distributed import comm
 from lightning_des.distributed.collectives import Collective
 from lightning_des.distributed.des_net import DESPlan, shard_des
 from lightning_des.distributed.launch import cpu_threads_per_process
-from lightning_des.distributed.state import to_local
 from lightning_des.distributed.substitution import OPERATORS, Mode
 
 log = logging.getLogger(__name__)
@@ -227,37 +226,71 @@ class DESStrategy(DDPStrategy):
         net = self.lightning_module.net
         return net.fused_optimizer if isinstance(net, DistributedModelParallel) else None
 
-    @override
-    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any = None) -> None:
-        path = Path(filepath)
-        path.mkdir(parents=True, exist_ok=True)
+    def _checkpoint_tensors(self, optimizer_states: list[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+        """The flat ``model/``, ``optim/<i>/`` and ``fused/`` tensors of this rank (see
+        :mod:`lightning_des.distributed.checkpoint`), live ones unless states are given."""
+        tensors, _ = ckpt_io.flatten(self.lightning_module.state_dict(), "model")
+        states = optimizer_states if optimizer_states is not None else [opt.state_dict() for opt in self.optimizers]
+        groups: list[tuple[str, Mapping[str, Any]]] = [(f"optim/{i}", st["state"]) for i, st in enumerate(states)]
         fused = self._fused_optimizer()
         if fused is not None:
-            checkpoint = {**checkpoint, "des_fused_optimizer": fused.state_dict()}
-        torch.save(to_local(checkpoint), ckpt_io.rank_file(path, self.global_rank))
+            groups.append(("fused", fused.state_dict()["state"]))
+        for prefix, state in groups:
+            t, other = ckpt_io.flatten(state, prefix)
+            if other:
+                raise ValueError(f"optimizer state holds non-tensor values {sorted(other)[:3]}: DES checkpoints store tensors only")
+            tensors.update(t)
+        return tensors
+
+    @override
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError("DESStrategy.save_checkpoint: storage_options are not supported (checkpoints are written with "
+                            "torch.distributed.checkpoint's FileSystemWriter)")
+        states = checkpoint.get("optimizer_states", [])
+        tensors = self._checkpoint_tensors(states)
+        meta = None
+        if self.is_global_zero:
+            meta = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
+            meta["optimizer_hparams"] = [[{k: v for k, v in g.items() if k != "params"} for g in st.get("param_groups", [])] for st in states]
+            meta["world_size"] = self.world_size
+        ckpt_io.save(filepath, tensors, meta)
 
     @override
     def load_checkpoint(self, checkpoint_path: _PATH, weights_only: bool | None = None) -> dict[str, Any]:
-        f = ckpt_io.rank_file(checkpoint_path, self.global_rank)
-        if not f.is_file():
-            raise FileNotFoundError(f"{checkpoint_path} has no {f.name}: not a DES checkpoint of a run with this world size")
-        return torch.load(f, map_location="cpu", weights_only=False)
+        """Reads the model and optimizer tensors in place (resharded to this run's plan and world
+        size) and returns the rest of the checkpoint; loading unpickles nothing."""
+        meta = ckpt_io.read_meta(checkpoint_path)
+        for opt in self.optimizers:
+            if isinstance(opt, KeyedOptimizer):
+                _init_keyed_state(opt)
+        live_states = [opt.state_dict() for opt in self.optimizers]
+        fused = self._fused_optimizer()
+        live_fused = fused.state_dict() if fused is not None else None
+        tensors = self._checkpoint_tensors(live_states)
+        if live_fused is not None:
+            tensors.update(ckpt_io.flatten(live_fused["state"], "fused")[0])
+        ckpt_io.load(checkpoint_path, tensors)
+        self._restored = (live_states, live_fused, meta.get("optimizer_hparams", []))
+        rank_zero_info(f"DESStrategy: restored {checkpoint_path} (saved at world size {meta.get('world_size')}, "
+                       f"now {self.world_size})")
+        return {**meta, "state_dict": {}, "optimizer_states": live_states}
 
     @override
     def load_model_state_dict(self, checkpoint: Mapping[str, Any], strict: bool = True) -> None:
-        ckpt_io.copy_local_(self.lightning_module.state_dict(), checkpoint["state_dict"], "state_dict")
+        """The model's tensors were read in place by :meth:`load_checkpoint`."""
 
     @override
     def load_optimizer_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
-        for opt, state in zip(self.optimizers, checkpoint["optimizer_states"]):
-            if isinstance(opt, KeyedOptimizer):
-                _init_keyed_state(opt)
+        live_states, live_fused, hparams = getattr(self, "_restored", ([], None, []))
+        for i, (opt, state) in enumerate(zip(self.optimizers, live_states)):
+            saved = hparams[i] if i < len(hparams) else []
+            if saved and len(saved) == len(state.get("param_groups", [])):  # learning rates etc. as saved
+                state = {**state, "param_groups": [{**g, **h} for g, h in zip(state["param_groups"], saved)]}
             opt.load_state_dict(state)
         fused = self._fused_optimizer()
-        if fused is not None and "des_fused_optimizer" in checkpoint:
-            live = fused.state_dict()
-            ckpt_io.copy_local_(live, checkpoint["des_fused_optimizer"], "fused_optimizer")
-            fused.load_state_dict(live)
+        if fused is not None and live_fused is not None:
+            fused.load_state_dict(live_fused)
 
     @override
     def remove_checkpoint(self, filepath: _PATH) -> None:

@@ -79,7 +79,7 @@ def test_lightning_fit_resume_and_consolidate(tmp_path):
     run(full, 2)
     ckpts = sorted((full / "ckpt").iterdir())
     assert [c.name for c in ckpts] == ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt"]
-    assert sorted(p.name for p in ckpts[0].iterdir()) == ["rank0.pt", "rank1.pt"]
+    assert sorted(p.name for p in ckpts[0].iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp", "lightning.pt"]
     run(part, 2, ckpts[0])
     uninterrupted = json.loads((full / "losses.json").read_text())
     resumed = json.loads((part / "losses.json").read_text())
