@@ -4,8 +4,9 @@ Built on ``DDPStrategy`` for what it already does well (launchers for local proc
 torchrun and SLURM; process-group set-up; reduce/barrier/broadcast; distributed samplers).
 Instead of wrapping the LightningModule in DDP it shards ``module.net`` with
 :func:`~lightning_des.distributed.des_net.shard_des` (TorchRec planner + DES sharder;
-``DistributedModelParallel`` DDP-wraps the replicated dense layers). Checkpoints are sharded
-(:mod:`lightning_des.distributed.checkpoint`).
+``DistributedModelParallel`` DDP-wraps the replicated dense layers). Checkpoints are written
+with ``torch.distributed.checkpoint`` and resume at any world size
+(:mod:`lightning_des.distributed.checkpoint`); norm clipping uses the global norm over ranks.
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ class DESStrategy(DDPStrategy):
         start_method: launcher for local processes; ``"popen"`` (default) or ``"fork"``.
             ``"spawn"`` is refused: Lightning's spawn launcher reloads the module's state in
             the parent with ``weights_only`` and cannot carry sharded tensors.
-        timeout, accelerator, parallel_devices, cluster_environment, checkpoint_io,
-        precision_plugin: as for ``DDPStrategy``.
+        timeout, accelerator, parallel_devices, cluster_environment, precision_plugin: as for
+            ``DDPStrategy``. ``checkpoint_io`` must stay None: checkpoints go through
+            ``torch.distributed.checkpoint`` (:mod:`lightning_des.distributed.checkpoint`).
 
     Example::
 
@@ -110,6 +112,9 @@ class DESStrategy(DDPStrategy):
         unknown = sorted(set(operators or ()) - set(OPERATORS))
         if unknown:
             raise ValueError(f"DESStrategy: operators must be among {list(OPERATORS)}, got {unknown}")
+        if checkpoint_io is not None:
+            raise ValueError("DESStrategy: checkpoint_io plugins are not supported; sharded checkpoints are written with "
+                             "torch.distributed.checkpoint (see lightning_des.distributed.checkpoint)")
         if constraints is not None and not all(isinstance(v, Mapping) for v in constraints.values()):
             raise ValueError("DESStrategy: constraints must map table names to dicts of ParameterConstraints fields")
         super().__init__(

@@ -30,10 +30,27 @@ class _Scores:
         return self.cache[c]
 
 
+def check_budget(space: SizeSpace, budget: int) -> None:
+    """Refuse a budget that no choice keeping at least one field can meet."""
+    if budget < space.min_params():
+        raise ValueError(f"budget {budget} is below the smallest feasible assignment: {space.min_params()} parameters "
+                         f"({space.sizes(space.smallest())})")
+
+
 def fit_to_budget(choice: Sequence[int], space: SizeSpace, budget: int, score: Callable[[Choice], float]) -> Choice:
-    """Shrink ``choice`` until it fits ``budget``: each step moves one field down one
-    candidate, the field whose step loses the least score per parameter saved."""
+    """Make ``choice`` fit ``budget`` and keep at least one field: while over, move one field
+    down one candidate, the one whose step loses the least score per parameter saved (never
+    the last field left); a choice that dropped every field gets back the single field of
+    best score that fits.
+
+    Raises:
+        ValueError: ``budget`` is below :meth:`SizeSpace.min_params`.
+    """
+    check_budget(space, budget)
     c = tuple(int(i) for i in choice)
+    if not space.keeps_a_field(c):
+        singles = [tuple(1 if i == f else 0 for i in range(space.num_fields)) for f in range(space.num_fields)]
+        c = max((s for s in singles if space.params(s) <= budget), key=lambda s: (score(s), -space.params(s)))
     while space.params(c) > budget:
         here, base = score(c), space.params(c)
         best, best_rate = None, None
@@ -42,13 +59,13 @@ def fit_to_budget(choice: Sequence[int], space: SizeSpace, budget: int, score: C
                 continue
             down = c[:f] + (c[f] - 1,) + c[f + 1 :]
             saved = base - space.params(down)
-            if saved <= 0:
+            if saved <= 0 or not space.keeps_a_field(down):
                 continue
             rate = (here - score(down)) / saved
             if best_rate is None or rate < best_rate:
                 best, best_rate = down, rate
-        if best is None:  # nothing left to shrink (only with zero-row fields)
-            break
+        if best is None:  # cannot happen when budget >= min_params (checked above)
+            raise ValueError(f"cannot fit {space.sizes(c)} into {budget} parameters")
         c = best
     return c
 
@@ -93,13 +110,15 @@ def search_sizes(
     (rejection-sampled into the budget, else shrunk). ``reinforce`` returns the policy's mode
     (shrunk into the budget by :func:`fit_to_budget` if it is over: the no-penalty ablation
     relies on that), ``random`` the best-scoring choice it evaluated; neither exceeds
-    ``budget``. Returning the mode rather than the best of ~800 scored choices avoids
+    ``budget`` and both keep at least one field. A budget below
+    :meth:`SizeSpace.min_params` raises ``ValueError`` giving the minimum. Returning the mode rather than the best of ~800 scored choices avoids
     picking the choice that fits the supernet's validation noise best.
     """
     if method not in ("reinforce", "random"):
         raise ValueError(f"method must be 'reinforce' or 'random', got {method!r}")
     if iterations < 1 or samples_per_iteration < 1:
         raise ValueError("iterations and samples_per_iteration must be >= 1")
+    check_budget(space, budget)
     t0 = time.perf_counter()
     score = _Scores(evaluate)
     gen = torch.Generator().manual_seed(seed)
@@ -129,7 +148,7 @@ def search_sizes(
             for _ in range(samples_per_iteration):
                 for _try in range(100):
                     c = tuple(torch.randint(C, (space.num_fields,), generator=gen).tolist())
-                    if space.params(c) <= budget:
+                    if space.params(c) <= budget and space.keeps_a_field(c):
                         break
                 else:
                     c = fit_to_budget(c, space, budget, score)
@@ -138,7 +157,7 @@ def search_sizes(
     if method == "reinforce":
         best = extra[0]
     else:
-        feasible = [c for c in score.cache if space.params(c) <= budget]
+        feasible = [c for c in score.cache if space.params(c) <= budget and space.keeps_a_field(c)]
         best = max(feasible, key=lambda c: (score(c), -space.params(c)))
     return SearchResult(method, best, space.sizes(best), space.params(best), int(budget), score(best),
                         len(score.cache), time.perf_counter() - t0, history, probs)

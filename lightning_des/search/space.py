@@ -70,6 +70,21 @@ class SizeSpace:
         """Parameters of the model with every field at ``width`` (need not be a candidate)."""
         return sum(self.cardinalities) * width
 
+    def smallest(self) -> tuple[int, ...]:
+        """The cheapest choice that keeps at least one field: every field at the smallest
+        candidate, or, when that is 0, the field with the fewest rows at the smallest width > 0."""
+        if self.candidates[0] > 0:
+            return (0,) * self.num_fields
+        f = min(range(self.num_fields), key=lambda i: self.cardinalities[i])
+        return tuple(1 if i == f else 0 for i in range(self.num_fields))
+
+    def min_params(self) -> int:
+        """Parameters of :meth:`smallest`: no budget below it can be met."""
+        return self.params(self.smallest())
+
+    def keeps_a_field(self, choice: Sequence[int]) -> bool:
+        return any(w > 0 for w in self.widths(choice))
+
     def largest(self) -> tuple[int, ...]:
         return (self.num_candidates - 1,) * self.num_fields
 

@@ -100,6 +100,53 @@ def test_lightning_fit_resume_and_consolidate(tmp_path):
     assert stats["steps"] == 8 and stats["all_to_all:partial"] > 0 and stats["all_to_all:ids"] > 0
 
 
+def _run_fit_script(tmp_path, out, epochs, ckpt=None, devices=2):
+    script = Path(des_workers.__file__).with_name("des_fit_script.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1"}
+    env.pop("MASTER_PORT", None)
+    cmd = [sys.executable, str(script), str(out), str(epochs), str(ckpt or "-"), str(devices)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def test_checkpoint_saved_at_world_2_resumes_at_world_3(tmp_path):
+    """Tables, W_f and optimizer states move to their new owners: the gathered state right after
+    loading equals the saved one exactly; training then continues."""
+    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+    import torch.distributed.checkpoint as dcp
+
+    _run_fit_script(tmp_path, tmp_path / "w2", 1)
+    ckpt = next((tmp_path / "w2" / "ckpt").iterdir())
+    saved: dict = {}
+    _load_state_dict(saved, storage_reader=dcp.FileSystemReader(str(ckpt)), planner=_EmptyStateDictLoadPlanner(), no_dist=True)
+    proc = _run_fit_script(tmp_path, tmp_path / "w3", 2, ckpt, devices=3)
+    assert "saved at world size 2, now 3" in proc.stdout + proc.stderr
+    restored = torch.load(tmp_path / "w3" / "restored.pt")
+    assert set(restored) == set(saved)
+    assert any(k.startswith("fused/") for k in saved) and any(k.startswith("optim/0/") and "field_ops" in k for k in saved)
+    for k, v in saved.items():
+        assert torch.equal(restored[k], v), k
+    losses = json.loads((tmp_path / "w3" / "losses.json").read_text())
+    assert len(losses) == 4 and all(0 < x < 5 for x in losses)
+
+
+def test_checkpoint_missing_a_shard_or_pickled_is_refused(tmp_path):
+    from lightning_des.distributed import checkpoint as ckpt_io
+
+    _run_fit_script(tmp_path, tmp_path / "w2", 1)
+    ckpt = next((tmp_path / "w2" / "ckpt").iterdir())
+    assert ckpt_io.consolidate(ckpt)["state_dict"]
+    (ckpt / "__1_0.distcp").unlink()
+    with pytest.raises(ValueError, match=r"is incomplete: __1_0.distcp is missing; it held \['"):
+        ckpt_io.consolidate(ckpt)
+    assert main(["checkpoint", "consolidate", str(ckpt), str(tmp_path / "x.ckpt")]) == 1
+    (ckpt / "lightning.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="is not a DES checkpoint"):
+        ckpt_io.read_meta(ckpt)
+
+
 def test_registry_resolves_and_bad_options_fail():
     t = Trainer(strategy="des", accelerator="cpu", devices=2, logger=False)
     assert isinstance(t.strategy, DESStrategy) and t.strategy.mode == "auto"

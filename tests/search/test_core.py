@@ -190,3 +190,23 @@ def test_supernet_matches_dense_reference(kjt_batch):
     sn.choice = torch.zeros(5, 2, dtype=torch.long)
     with pytest.raises(RuntimeError, match=r"\(6, 2\) index matrix"):
         sn(kjt)
+
+
+@pytest.mark.parametrize("candidates", [(0, 2, 8), (2, 4, 8)])
+@pytest.mark.parametrize("method", ["reinforce", "random"])
+def test_budget_guarantee_at_the_edges(candidates, method):
+    """Below the smallest feasible assignment: refused with the minimum; at it and just above:
+    within budget and at least one field kept (the old code returned an over-budget choice when
+    the smallest candidate was > 0, and random search failed on an empty feasible set)."""
+    space = SizeSpace(("a", "b", "c"), (50, 7, 30), candidates)
+    minimum = space.min_params()
+    assert minimum == (7 * 2 if candidates[0] == 0 else 87 * 2)
+    util = lambda c: sum(space.widths(c)) / 100  # noqa: E731  (more width scores better)
+    with pytest.raises(ValueError, match=rf"below the smallest feasible assignment: {minimum} parameters"):
+        search_sizes(util, space, minimum - 1, method=method, iterations=5)
+    for budget in (minimum, minimum + 20, space.params(space.largest())):
+        r = search_sizes(util, space, budget, method=method, iterations=20, seed=1)
+        assert r.params <= budget and any(w > 0 for w in r.sizes.values()), (budget, r.sizes)
+    with pytest.raises(ValueError, match="below the smallest feasible assignment"):
+        fit_to_budget(space.largest(), space, minimum - 1, util)
+    assert fit_to_budget((0, 0, 0), space, minimum, util) == space.smallest() or candidates[0] > 0
