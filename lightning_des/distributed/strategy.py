@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import torch
