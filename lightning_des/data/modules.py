@@ -65,7 +65,7 @@ class CTRDataModule(pl.LightningDataModule):
 
     The split options (``split``, ``seed``, ``min_freq``, ``bad_rows``, ``split_by``,
     ``num_embeddings``) are fixed when a table is prepared: with a prepared directory leave them
-    unset (``meta.json`` records them).
+    unset or equal to what ``meta.json`` records (a different value is an error).
     """
 
     def __init__(
@@ -110,11 +110,16 @@ class CTRDataModule(pl.LightningDataModule):
     def _open(self) -> PreparedCTR:
         p = Path(self.path)
         if p.is_dir() and (p / "meta.json").is_file():
-            if self._given:
+            data = PreparedCTR(p)
+            prepared = data.meta.get("config", {})
+            mine = {"fractions": list(self.config.fractions), **{k: getattr(self.config, k) for k in self._given if k != "fractions"}}
+            differ = sorted(k for k in self._given if prepared.get(k) != mine[k])
+            if differ:
                 names = {"fractions": "split"}
-                raise ValueError(f"{p} is already prepared (see its meta.json); its split options are fixed there: "
-                                 f"remove {sorted(names.get(k, k) for k in self._given)} or prepare another directory")
-            return PreparedCTR(p)
+                raise ValueError(f"{p} is already prepared with other split options (see its meta.json): "
+                                 + ", ".join(f"{names.get(k, k)}={mine[k]!r} but prepared with {prepared.get(k)!r}" for k in differ)
+                                 + "; remove them or prepare another directory")
+            return data
         if p.is_dir():
             raise FileNotFoundError(f"{p} is a directory without meta.json: not prepared, or its prepare did not finish "
                                     "(run `lightning-des data prepare` again: it resumes)")

@@ -104,7 +104,8 @@ def test_schema_comes_from_meta_without_reading_data(prepared, monkeypatch):
     monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("read a shard"))
     dm = CTRDataModule(str(prepared))
     assert dm.schema.sparse_features == SPEC.sparse and dm.schema.multi_hot == ("g",)
-    with pytest.raises(ValueError, match=r"already prepared .* remove \['min_freq', 'split'\]"):
+    assert CTRDataModule(str(prepared), seed=0, min_freq=1).schema == dm.schema  # as prepared: fine
+    with pytest.raises(ValueError, match=r"prepared with other split options .*split=\[0.5, 0.25, 0.25\] but prepared with \[0.8, 0.1, 0.1\], min_freq=2 but prepared with 1;"):
         CTRDataModule(str(prepared), min_freq=2, split=(0.5, 0.25, 0.25)).schema
 
 
