@@ -149,6 +149,13 @@ class DESStrategy(DDPStrategy):
 
     @override
     def setup_environment(self) -> None:
+        trainer = getattr(self._lightning_module, "_trainer", None)
+        if trainer is not None and trainer.accumulate_grad_batches != 1:  # before any process group exists
+            raise ValueError(
+                f"DESStrategy does not support accumulate_grad_batches={trainer.accumulate_grad_batches}: TorchRec's fused "
+                "embedding optimizer updates the tables in every backward pass, so the micro-batches would not add up to "
+                "one step. Use a larger batch_size (per process) instead"
+            )
         # TorchRec's get_local_size() assumes 8 when LOCAL_WORLD_SIZE is unset
         os.environ.setdefault("LOCAL_WORLD_SIZE", str(self.num_processes))
         if self.root_device.type == "cpu":
@@ -193,12 +200,6 @@ class DESStrategy(DDPStrategy):
 
     @override
     def setup(self, trainer: Any) -> None:
-        if trainer.accumulate_grad_batches != 1:
-            raise ValueError(
-                f"DESStrategy does not support accumulate_grad_batches={trainer.accumulate_grad_batches}: TorchRec's fused "
-                "embedding optimizer updates the tables in every backward pass, so the micro-batches would not add up to "
-                "one step. Use a larger batch_size (per process) instead"
-            )
         assert self.accelerator is not None
         self.accelerator.setup(trainer)
         self.precision_plugin.convert_module(self.model)

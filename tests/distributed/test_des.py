@@ -137,6 +137,7 @@ def test_checkpoint_missing_a_shard_or_pickled_is_refused(tmp_path):
 
     _run_fit_script(tmp_path, tmp_path / "w2", 1)
     ckpt = next((tmp_path / "w2" / "ckpt").iterdir())
+    (ckpt / "rank7.pt.bak").write_text("a stray file")  # ignored: the metadata names the data files
     assert ckpt_io.consolidate(ckpt)["state_dict"]
     (ckpt / "__1_0.distcp").unlink()
     with pytest.raises(ValueError, match=r"is incomplete: __1_0.distcp is missing; it held \['"):
@@ -199,8 +200,14 @@ def test_gradient_accumulation_is_refused_at_setup(tmp_path):
     dm = SyntheticCTRDataModule(num_rows=200, num_dense=2, num_sparse=3, cardinality=20, batch_size=16)
     trainer = Trainer(strategy=DESStrategy(mode="des"), accelerator="cpu", devices=1, accumulate_grad_batches=2, max_steps=1,
                       logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    with pytest.raises(ValueError, match="does not support accumulate_grad_batches=2"):
-        trainer.fit(DeepFM(dm.schema, embedding_dim=4, hidden=(8,)), dm)
+    saved = dict(os.environ)
+    try:
+        with pytest.raises(ValueError, match="does not support accumulate_grad_batches=2"):
+            trainer.fit(DeepFM(dm.schema, embedding_dim=4, hidden=(8,)), dm)
+        assert not torch.distributed.is_initialized()  # refused before any process group
+    finally:  # Lightning's launcher writes MASTER_* / rank variables that later subprocess tests would inherit
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.mark.parametrize("world", [2, 3])
