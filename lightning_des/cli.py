@@ -25,8 +25,6 @@ from typing import Sequence
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import lightning_des  # noqa: F401  (registers the "des" strategy)
-from lightning_des.data.modules import CTRDataModule
-from lightning_des.models.recsys.module import CTRModule
 
 
 class DESLightningCLI(LightningCLI):
@@ -224,6 +222,9 @@ def cli_main(args: Sequence[str] | None = None, run: bool = True) -> LightningCL
 
         cli_cls, model_cls, data_cls = NMTLightningCLI, Seq2Seq, TranslationDataModule
     else:
+        from lightning_des.data.modules import CTRDataModule
+        from lightning_des.models.recsys.module import CTRModule
+
         cli_cls, model_cls, data_cls = DESLightningCLI, CTRModule, CTRDataModule
     return cli_cls(
         model_cls,

@@ -1,33 +1,31 @@
-"""CTR data: streaming prepare into shards, per-rank shard readers, TorchRec batches, LightningDataModules."""
+"""Data: streaming CTR prepare into shards, per-rank shard readers (TorchRec batches) and the
+LightningDataModules; text corpora for translation and poetry live in their own modules.
 
-from lightning_des.data.ctr import CRITEO_SPEC, ColumnSpec, CTRSchema, MalformedRowError, Vocabulary, read_table
-from lightning_des.data.ingest import PrepareConfig, prepare_table
-from lightning_des.data.modules import (
-    AdultDataModule,
-    CTRDataModule,
-    MovieLens1MDataModule,
-    MovieLens100KDataModule,
-    SyntheticCTRDataModule,
-)
-from lightning_des.data.shards import PreparedCTR, ShardedCTRDataset
-from lightning_des.data.synthetic import SyntheticSpec, make_synthetic
+Names load lazily, so ``lightning_des.data.translation`` or ``.poems`` never import TorchRec.
+"""
 
-__all__ = [
-    "AdultDataModule",
-    "CRITEO_SPEC",
-    "CTRDataModule",
-    "CTRSchema",
-    "ColumnSpec",
-    "MalformedRowError",
-    "MovieLens100KDataModule",
-    "MovieLens1MDataModule",
-    "PrepareConfig",
-    "PreparedCTR",
-    "ShardedCTRDataset",
-    "SyntheticCTRDataModule",
-    "SyntheticSpec",
-    "Vocabulary",
-    "make_synthetic",
-    "prepare_table",
-    "read_table",
-]
+from importlib import import_module
+from typing import Any
+
+_NAMES = {
+    "CRITEO_SPEC": "ctr", "ColumnSpec": "ctr", "CTRSchema": "ctr", "MalformedRowError": "ctr", "Vocabulary": "ctr",
+    "read_table": "ctr",
+    "PrepareConfig": "ingest", "prepare_table": "ingest",
+    "AdultDataModule": "modules", "CTRDataModule": "modules", "MovieLens1MDataModule": "modules",
+    "MovieLens100KDataModule": "modules", "SyntheticCTRDataModule": "modules",
+    "PreparedCTR": "shards", "ShardedCTRDataset": "shards",
+    "SyntheticSpec": "synthetic", "make_synthetic": "synthetic",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(import_module(f"lightning_des.data.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'lightning_des.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(_NAMES)
+
+
+__all__ = sorted(_NAMES)

@@ -27,12 +27,13 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
-from torchrec.datasets.utils import Batch
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+if TYPE_CHECKING:
+    from torchrec.datasets.utils import Batch
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +313,8 @@ class EncodedCTR:
 
     def batch(self, idx: np.ndarray | Sequence[int], keys: Sequence[str]) -> Batch:
         """Gather rows ``idx`` into a TorchRec ``Batch`` (KJT keys in ``keys`` order)."""
+        from torchrec.datasets.utils import Batch
+        from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
         idx = np.asarray(idx, dtype=np.int64)
         all_lengths, all_values = [], []
         for f in keys:
