@@ -238,19 +238,50 @@ def cli_main(args: Sequence[str] | None = None, run: bool = True) -> LightningCL
     )
 
 
+SUBCOMMANDS = {
+    "fit": "train a recipe (LightningCLI; also --print_config)",
+    "validate": "validate a recipe or checkpoint (LightningCLI)",
+    "test": "test a recipe or checkpoint (LightningCLI)",
+    "predict": "predict with a recipe or checkpoint (LightningCLI)",
+    "data": "data prepare: fetch registry datasets, or stream your own tables into shards",
+    "search": "AdaS&S embedding-size search (supernet, search under a memory budget, retraining)",
+    "tune": "FlexHB multi-fidelity tuning of a recipe",
+    "poem": "plan and write a Chinese quatrain from an intent",
+    "checkpoint": "checkpoint consolidate: a sharded DES checkpoint as one single-process .ckpt",
+}
+
+
+def _usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    rows = "\n".join(f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items())
+    return (f"usage: lightning-des <subcommand> [options]    (lightning-des <subcommand> --help for its options)\n\n"
+            f"PyTorch Lightning plugins for large recommendation models (lightning-des {lightning_des.__version__}).\n\n"
+            f"subcommands:\n{rows}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int | None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["data"]:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage(), end="")
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"lightning-des {lightning_des.__version__}")
+        return 0
+    if argv[0] not in SUBCOMMANDS:
+        print(_usage(), end="", file=sys.stderr)
+        print(f"lightning-des: unknown subcommand {argv[0]!r}; choose from {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return 2
+    if argv[0] == "data":
         return data_main(argv[1:])
-    if argv[:1] == ["checkpoint"]:
+    if argv[0] == "checkpoint":
         return checkpoint_main(argv[1:])
-    if argv[:1] == ["tune"]:
+    if argv[0] == "tune":
         from lightning_des.tuner.lightning import tune_main
 
         return tune_main(argv[1:])
-    if argv[:1] == ["poem"]:
+    if argv[0] == "poem":
         return poem_main(argv[1:])
-    if argv[:1] == ["search"]:
+    if argv[0] == "search":
         from lightning_des.adass import search_main
 
         return search_main(argv[1:])

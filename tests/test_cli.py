@@ -99,3 +99,18 @@ def test_des_validate_and_predict_from_sharded_checkpoint(tmp_path, movielens_pa
     out = run("validate", "--ckpt_path", str(ckpt))
     assert "Restoring states from the checkpoint" in out and "val_auc" in out
     run("predict", "--ckpt_path", str(ckpt))
+
+
+def test_top_level_help_lists_every_subcommand_and_unknown_ones_fail(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for sub in ("fit", "validate", "test", "predict", "data", "search", "tune", "poem", "checkpoint"):
+        assert f"\n  {sub} " in out
+    assert main(["fitt"]) == 2
+    assert "unknown subcommand 'fitt'; choose from fit, validate" in capsys.readouterr().err
+    assert main([]) == 2
+    for sub in ("data", "checkpoint", "poem", "search", "tune"):
+        with pytest.raises(SystemExit) as err:
+            main([sub, "--help"])
+        assert err.value.code == 0
+        assert "usage:" in capsys.readouterr().out
