@@ -157,7 +157,6 @@ def search_main(argv: list[str]) -> int:
     from lightning_des.cli import recipe_path
 
     recipe = recipe_path(cfg)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     init = parser.instantiate_classes(cfg)
     kwargs = {k: init[k] for k in ("output_dir", "seed", "supernet", "search", "retrain", "progress_bar")}
     try:

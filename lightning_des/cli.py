@@ -118,7 +118,6 @@ def data_main(argv: Sequence[str]) -> int:
     own.add_argument("--block-mb", type=int, default=64, help="MiB of text per shard")
     own.add_argument("--keep-raw", action="store_true", help="keep the parsed intermediate shards")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.name in ("criteo", "table"):
         return _prepare_own(parser, args)
     extra = [f"--{k.replace('_', '-')}" for k in ("input", "out", "spec") if getattr(args, k) is not None]
@@ -271,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         print(_usage(), end="", file=sys.stderr)
         print(f"lightning-des: unknown subcommand {argv[0]!r}; choose from {', '.join(SUBCOMMANDS)}", file=sys.stderr)
         return 2
+    if argv[0] not in ("fit", "validate", "test", "predict"):  # LightningCLI configures its own output
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     if argv[0] == "data":
         return data_main(argv[1:])
     if argv[0] == "checkpoint":

@@ -304,7 +304,6 @@ def tune_main(argv: list[str]) -> int:
     from lightning_des.cli import recipe_path
 
     cfg.recipe = recipe_path(cfg)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     kwargs = {k: v for k, v in cfg.as_dict().items() if k != "config"}
     try:
         tuner = FlexHBTuner(**kwargs)
