@@ -42,3 +42,37 @@ CHILD = textwrap.dedent("""
 def test_tuner_and_text_models_without_torchrec():
     proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+MISSING = textwrap.dedent("""
+    import importlib.abc, sys
+
+    class Block(importlib.abc.MetaPathFinder):  # blocks imports, not importlib.util.find_spec probes (torch's)
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] == sys.argv[1]:
+                f = sys._getframe(1)
+                while f is not None:
+                    if f.f_code.co_filename == "<frozen importlib.util>":
+                        return None
+                    f = f.f_back
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked in this test)")
+
+    sys.meta_path.insert(0, Block())
+    try:
+        exec(sys.argv[2])
+    except ImportError as err:
+        print(err)
+""")
+
+
+def test_a_missing_extra_names_it():
+    cases = [
+        ("jieba", "from lightning_des.data.poems import segment; segment(['x'], cache=False)", "poetry"),
+        ("pypinyin", "from lightning_des.models.poetry.constraints import rhyme_and_tone; rhyme_and_tone('x')", "poetry"),
+        ("sklearn", "import lightning_des.tuner", "tune"),
+        ("sacrebleu", "from lightning_des.models.nmt.metrics import translation_metrics; translation_metrics(['a'], ['a'])", "nmt"),
+        ("sentencepiece", "from lightning_des.data.translation import SubwordTokenizer; SubwordTokenizer.train(['a b'], 8)", "nmt"),
+    ]
+    for blocked, code, extra in cases:
+        proc = subprocess.run([sys.executable, "-c", MISSING, blocked, code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert f"pip install 'lightning-des[{extra}]'" in proc.stdout, (blocked, proc.stdout, proc.stderr[-2000:])

@@ -122,8 +122,10 @@ def segment(lines: Sequence[str], cache: bool = True) -> list[list[tuple[str, st
     path = default_cache_dir() / "poems" / f"segmented-{key}.json.gz"
     if cache and path.is_file():
         return [[tuple(p) for p in s] for s in json.loads(gzip.decompress(path.read_bytes()))]
-    import jieba
-    import jieba.posseg as pseg
+    from lightning_des._extras import require
+
+    jieba = require("jieba", "poetry")
+    pseg = require("jieba.posseg", "poetry")
 
     jieba.setLogLevel(logging.WARNING)
     out = [[(p.word, p.flag) for p in pseg.lcut(x)] for x in lines]

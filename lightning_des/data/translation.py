@@ -136,7 +136,9 @@ class SubwordTokenizer:
     """A SentencePiece unigram model (ids: 0 pad, 1 unk, 2 bos, 3 eos)."""
 
     def __init__(self, model_proto: bytes) -> None:
-        import sentencepiece as spm
+        from lightning_des._extras import require
+
+        spm = require("sentencepiece", "nmt")
 
         self.proto = model_proto
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
@@ -145,7 +147,9 @@ class SubwordTokenizer:
     def train(cls, sentences: list[str], vocab_size: int, character_coverage: float = 1.0) -> "SubwordTokenizer":
         import io
 
-        import sentencepiece as spm
+        from lightning_des._extras import require
+
+        spm = require("sentencepiece", "nmt")
 
         buf = io.BytesIO()
         try:

@@ -7,7 +7,12 @@ Global SH, FlexBand), resumable study files. The Lightning front end
 :mod:`lightning_des.tuner.lightning`; the comparison with peer tuners in ``benchmarks/hpo.py``.
 """
 
-from lightning_des.tuner.flexhb import FlexHB, Job, Trial
+from lightning_des._extras import require
+
+require("sklearn", "tune")  # the surrogate (random forests) and rank statistics (scipy)
+require("scipy", "tune")
+
+from lightning_des.tuner.flexhb import FlexHB, Job, Trial  # noqa: E402
 from lightning_des.tuner.space import Categorical, Float, Int, SearchSpace
 
 __all__ = ["Categorical", "FlexHB", "Float", "Int", "Job", "SearchSpace", "Trial"]

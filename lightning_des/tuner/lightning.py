@@ -213,7 +213,9 @@ class FlexHBTuner:
         trials) or a submitit ``AutoExecutor``."""
         recipe = yaml.safe_load(Path(self.recipe).read_text())
         if self.executor == "submitit":
-            import submitit
+            from lightning_des._extras import require
+
+            submitit = require("submitit", "tune")
 
             opts = dict(self.executor_options)
             ex = submitit.AutoExecutor(folder=opts.pop("folder", str(self.out / "submitit")), cluster=opts.pop("cluster", None))

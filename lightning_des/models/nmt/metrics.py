@@ -38,7 +38,10 @@ def dropping_rate(hyps: list[str], refs: list[str]) -> float:
 
 
 def translation_metrics(hyps: list[str], refs: list[str]) -> dict[str, float]:
-    from sacrebleu.metrics import BLEU, CHRF
+    from lightning_des._extras import require
+
+    metrics = require("sacrebleu.metrics", "nmt")
+    BLEU, CHRF = metrics.BLEU, metrics.CHRF
 
     return {"bleu": BLEU().corpus_score(hyps, [refs]).score, "chrf": CHRF().corpus_score(hyps, [refs]).score,
             "repetition": repetition_rate(hyps, refs, 1), "repetition2": repetition_rate(hyps, refs, 2),

@@ -32,7 +32,10 @@ _GROUPS = {
 
 def rhyme_and_tone(char: str) -> tuple[str | None, bool]:
     """(rhyme group or None, level tone?) of a Chinese character."""
-    from pypinyin import Style, pinyin
+    from lightning_des._extras import require
+
+    pypinyin = require("pypinyin", "poetry")
+    Style, pinyin = pypinyin.Style, pypinyin.pinyin
 
     p = pinyin(char, style=Style.FINALS_TONE3, strict=True, errors="ignore")
     if not p or not p[0] or not p[0][0]:

@@ -12,7 +12,6 @@ from collections import Counter
 from typing import Iterable, Sequence
 
 import numpy as np
-from scipy import sparse
 
 
 def textrank(units: Iterable[Sequence[str]], damping: float = 0.85, window: int | None = None, tol: float = 1e-8,
@@ -40,6 +39,9 @@ def textrank(units: Iterable[Sequence[str]], damping: float = 0.85, window: int 
         rows += [a, b]
         cols += [b, a]
         vals += [c, c]
+    from lightning_des._extras import require
+
+    sparse = require("scipy.sparse", "poetry")
     w = sparse.csr_matrix((vals, (rows, cols)), shape=(n, n), dtype=np.float64)
     out = np.asarray(w.sum(axis=1)).ravel()
     out[out == 0] = 1.0
