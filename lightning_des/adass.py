@@ -92,7 +92,7 @@ def run_adass(
     Returns:
         the content of ``result.json``.
     """
-    from lightning_des.cli import cli_main
+    from lightning_des.recipes import cli_main
 
     supernet, search = supernet or SupernetConfig(), search or SearchConfig()
     path = Path(recipe)
@@ -154,7 +154,7 @@ def search_main(argv: list[str]) -> int:
     directory, then to the config file."""
     parser = search_parser()
     cfg = parser.parse_args(argv)
-    from lightning_des.cli import recipe_path
+    from lightning_des.recipes import recipe_path
 
     recipe = recipe_path(cfg)
     init = parser.instantiate_classes(cfg)

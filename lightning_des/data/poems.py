@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_des.data.prepare import default_cache_dir
+from lightning_des.data.cache import default_cache_dir
 from lightning_des.data.text import collate
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class KeywordIndex:
 
     @classmethod
     def fit(cls, segmented_poems: Sequence[Sequence[Sequence[tuple[str, str]]]], damping: float = 0.85) -> "KeywordIndex":
-        from lightning_des.models.poetry.textrank import textrank  # here: models.poetry imports this module
+        from lightning_des.data.textrank import textrank
 
         units = [[w for line in poem for w in candidates(line)] for poem in segmented_poems]
         return cls(textrank(units, damping=damping))

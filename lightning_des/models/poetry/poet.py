@@ -22,7 +22,7 @@ from lightning_des.data.poems import BOS, EOS, NOKW, SEP, SPECIALS, UNK, CharVoc
 from lightning_des.models.poetry.constraints import QuatrainConstraints
 from lightning_des.models.poetry.generator import LineGenerator
 from lightning_des.models.poetry.lm import GRULanguageModel
-from lightning_des.models.poetry.textrank import textrank
+from lightning_des.data.textrank import textrank
 
 
 @dataclass
