@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/lightning-des
 
-.PHONY: install data demo test
+.PHONY: install data demo docs test
 install: $(VENV)/.installed
 $(VENV)/.installed: scripts/install.sh requirements-cpu.txt pyproject.toml
 	VENV=$(VENV) scripts/install.sh
@@ -16,5 +16,8 @@ data: install
 demo: data
 	$(CLI) fit --config recipes/deepfm_movielens_des.yaml
 
-test: data
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d build/site
+
+test: data docs
 	$(VENV)/bin/python -m pytest -q -x --durations=15 tests

@@ -106,8 +106,8 @@ CRITEO_SPEC = ColumnSpec(
 
 @dataclass
 class RawTable:
-    """Parsed but not yet encoded rows: labels (N,), dense (N, D) with NaN for missing,
-    tokens[field][row] = list of string tokens (empty list = missing)."""
+    """Parsed but not yet encoded rows: labels ``(N,)``, dense ``(N, D)`` with NaN for missing,
+    ``tokens[field][row]`` = list of string tokens (empty list = missing)."""
 
     labels: np.ndarray
     dense: np.ndarray

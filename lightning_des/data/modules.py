@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
@@ -200,7 +200,7 @@ class MovieLens100KDataModule(CTRDataModule):
         **kwargs: the :class:`CTRDataModule` options except ``path`` and ``spec``.
     """
 
-    def __init__(self, cache_dir: str | None = None, **kwargs) -> None:
+    def __init__(self, cache_dir: str | None = None, **kwargs: Any) -> None:
         root = Path(cache_dir) if cache_dir else None
         super().__init__(path=str(movielens_path(root)), spec=MOVIELENS_SPEC, cache_dir=cache_dir, **kwargs)
 
@@ -217,7 +217,7 @@ class MovieLens1MDataModule(CTRDataModule):
         **kwargs: the :class:`CTRDataModule` options except ``path`` and ``spec``.
     """
 
-    def __init__(self, cache_dir: str | None = None, split_by: SplitBy = "time", **kwargs) -> None:
+    def __init__(self, cache_dir: str | None = None, split_by: SplitBy = "time", **kwargs: Any) -> None:
         root = Path(cache_dir) if cache_dir else None
         super().__init__(path=str(movielens1m_path(root)), spec=MOVIELENS1M_SPEC, cache_dir=cache_dir,
                          split_by=split_by, **kwargs)
@@ -231,7 +231,7 @@ class AdultDataModule(CTRDataModule):
         **kwargs: the :class:`CTRDataModule` options except ``path`` and ``spec``.
     """
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(path=str(adult_path()), spec=ADULT_SPEC, **kwargs)
 
 
@@ -263,7 +263,7 @@ class SyntheticCTRDataModule(CTRDataModule):
         data_seed: int = 0,
         split: tuple[float, float, float] = (0.8, 0.1, 0.1),
         seed: int = 0,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(path="<synthetic>", **kwargs)
         self.synthetic = SyntheticSpec(num_rows, num_dense, (cardinality,) * num_sparse, multi_hot, zipf, seed=data_seed)

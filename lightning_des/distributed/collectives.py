@@ -64,7 +64,7 @@ class _ReduceScatterRows(torch.autograd.Function):
         return out / n, None, None, None
 
 
-def reduce_scatter_rows(x: Tensor, batch_size_per_rank: Sequence[int], collective: Collective = "auto", group=None) -> Tensor:
+def reduce_scatter_rows(x: Tensor, batch_size_per_rank: Sequence[int], collective: Collective = "auto", group: dist.ProcessGroup | None = None) -> Tensor:
     """Sum ``x`` (B_global, P) over ranks and keep this rank's rows, (B_local, P).
 
     Args:

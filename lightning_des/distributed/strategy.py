@@ -75,9 +75,13 @@ class DESStrategy(DDPStrategy):
         start_method: launcher for local processes; ``"popen"`` (default) or ``"fork"``.
             ``"spawn"`` is refused: Lightning's spawn launcher reloads the module's state in
             the parent with ``weights_only`` and cannot carry sharded tensors.
-        timeout, accelerator, parallel_devices, cluster_environment, precision_plugin: as for
-            ``DDPStrategy``. ``checkpoint_io`` must stay None: checkpoints go through
-            ``torch.distributed.checkpoint`` (:mod:`lightning_des.distributed.checkpoint`).
+        timeout: as for ``DDPStrategy``.
+        accelerator: as for ``DDPStrategy``.
+        parallel_devices: as for ``DDPStrategy``.
+        cluster_environment: as for ``DDPStrategy``.
+        checkpoint_io: must stay None: checkpoints go through ``torch.distributed.checkpoint``
+            (:mod:`lightning_des.distributed.checkpoint`).
+        precision_plugin: as for ``DDPStrategy``.
 
     Example::
 

@@ -17,7 +17,8 @@ class ReinforceController:
     Per-field rewards let the resource penalty reach the fields that cause it.
 
     Args:
-        num_fields, num_candidates: the policy's shape.
+        num_fields: rows of the policy (one per field).
+        num_candidates: columns of the policy (one per candidate width).
         lr: step size on the logits.
         baseline_decay: EMA decay of the baseline (the first batch initialises it).
         generator: seeded ``torch.Generator`` for sampling.

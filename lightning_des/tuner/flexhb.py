@@ -102,7 +102,8 @@ class FlexHB:
 
     Args:
         space: the search space.
-        min_budget, max_budget: fidelity range (epochs, steps, data fraction units ...).
+        min_budget: smallest fidelity (epochs, steps, data fraction units ...).
+        max_budget: full fidelity.
         eta: Successive-Halving reduction factor.
         grain: fine-grained reporting step (default ``min_budget``); budgets are multiples.
         mode: ``random``, ``hyperband``, ``bohb`` or ``flexhb`` (sets the switches below).
