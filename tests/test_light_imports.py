@@ -76,3 +76,18 @@ def test_a_missing_extra_names_it():
     for blocked, code, extra in cases:
         proc = subprocess.run([sys.executable, "-c", MISSING, blocked, code], capture_output=True, text=True, cwd=ROOT, timeout=300)
         assert f"pip install 'lightning-des[{extra}]'" in proc.stdout, (blocked, proc.stdout, proc.stderr[-2000:])
+
+
+def test_text_data_modules_do_their_corpus_work_on_first_use(monkeypatch, tmp_path):
+    """Constructing (what LightningCLI does before linking sizes) trains no subwords and segments nothing."""
+    from lightning_des.data import poems, translation
+
+    tsv = tmp_path / "p.tsv"
+    tsv.write_text("".join(f"ein satz nummer {i}\tsentence number {i}\n" for i in range(30)))
+    monkeypatch.setattr(translation.SubwordTokenizer, "train", classmethod(lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained"))))
+    monkeypatch.setattr(poems, "segment", lambda *a, **k: (_ for _ in ()).throw(AssertionError("segmented")))
+    translation.TranslationDataModule(path=str(tsv), vocab_size=40)
+    poems.PoetryDataModule(max_poems=20)
+    monkeypatch.undo()
+    dm = translation.TranslationDataModule(path=str(tsv), vocab_size=40)
+    assert dm.src_vocab_size > 4 and len(dm.train_pairs) == 24

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_des.data.cache import default_cache_dir
-from lightning_des.data.text import collate
+from lightning_des.data.text import collate, fitted
 
 log = logging.getLogger(__name__)
 ASSET = Path(__file__).resolve().parent / "assets" / "tang_quatrains.tsv.gz"
@@ -194,20 +194,35 @@ class PoetryDataModule(pl.LightningDataModule):
         if task not in ("lines", "poems", "keywords"):
             raise ValueError(f"task must be 'lines', 'poems' or 'keywords', got {task!r}")
         self.task, self.batch_size, self.num_workers, self.use_keywords = task, batch_size, num_workers, use_keywords
-        poems = load_quatrains(path, chars)[:max_poems]
-        if len(poems) < 3:
-            raise ValueError(f"need at least 3 poems, got {len(poems)}")
-        self.train_poems, self.val_poems, self.test_poems = split_poems(poems, seed)
-        self.vocab = CharVocab.build([x for p in self.train_poems for x in p.lines], min_freq)
-        seg = segment([x for p in poems for x in p.lines])
-        self.segmented = {p.id: seg[4 * i: 4 * i + 4] for i, p in enumerate(poems)}
-        self.keywords = KeywordIndex.fit([self.segmented[p.id] for p in self.train_poems])
-        self.plans = {p.id: [self.keywords.line_keyword(s) for s in self.segmented[p.id]] for p in poems}
+        self.path, self.chars, self.max_poems, self.seed, self.min_freq = path, chars, max_poems, seed, min_freq
+
+    train_poems = fitted()
+    val_poems = fitted()
+    test_poems = fitted()
+    vocab = fitted()
+    segmented = fitted()
+    keywords = fitted()
+    plans = fitted()
+    keyword_vocab = fitted()
+
+    def _fit(self) -> dict:
+        """Load and split the corpus, build the vocabularies, segment (jieba) and plan (on first use, once)."""
         from collections import Counter
 
-        counts = Counter(k for p in self.train_poems for k in self.plans[p.id])
+        poems = load_quatrains(self.path, self.chars)[: self.max_poems]
+        if len(poems) < 3:
+            raise ValueError(f"need at least 3 poems, got {len(poems)}")
+        train, val, test = split_poems(poems, self.seed)
+        seg = segment([x for p in poems for x in p.lines])
+        segmented = {p.id: seg[4 * i: 4 * i + 4] for i, p in enumerate(poems)}
+        keywords = KeywordIndex.fit([segmented[p.id] for p in train])
+        plans = {p.id: [keywords.line_keyword(s) for s in segmented[p.id]] for p in poems}
+        counts = Counter(k for p in train for k in plans[p.id])
         # keywords seen at least twice in training (rarer ones are mostly segmentation noise)
-        self.keyword_vocab = SPECIALS + sorted(k for k, n in counts.items() if n >= 2)
+        return {"train_poems": train, "val_poems": val, "test_poems": test,
+                "vocab": CharVocab.build([x for p in train for x in p.lines], self.min_freq),
+                "segmented": segmented, "keywords": keywords, "plans": plans,
+                "keyword_vocab": SPECIALS + sorted(k for k, n in counts.items() if n >= 2)}
 
     def state_dict(self) -> dict:
         """Saved in checkpoints: what generation needs without the corpus."""

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_des.data.cache import default_cache_dir
-from lightning_des.data.text import collate
+from lightning_des.data.text import collate, fitted
 
 log = logging.getLogger(__name__)
 PAIRS = {"de-en": ("trans-de-en",), "zh-en": ("debian-reference-en", "debian-reference-zh-cn")}
@@ -212,20 +212,31 @@ class TranslationDataModule(pl.LightningDataModule):
         super().__init__()
         if path is None and pair not in PAIRS:
             raise ValueError(f"unknown language pair {pair!r}; known: {sorted(PAIRS)} (or give path=)")
-        pairs = read_pairs(path or default_cache_dir() / "translation" / f"{pair}.tsv")[:max_pairs]
-        if reverse:
+        self.source = Path(path) if path else default_cache_dir() / "translation" / f"{pair}.tsv"
+        self.pair, self.batch_size, self.seed, self.num_workers = pair, batch_size, seed, num_workers
+        self.reverse, self.vocab_size, self.max_pairs, self.max_tokens = reverse, vocab_size, max_pairs, max_tokens
+
+    train_pairs = fitted()
+    val_pairs = fitted()
+    test_pairs = fitted()
+    src_tok = fitted()
+    tgt_tok = fitted()
+
+    def _fit(self) -> dict:
+        """Read the corpus, split it, train both subword models (on first use, once)."""
+        pairs = read_pairs(self.source)[: self.max_pairs]
+        if self.reverse:
             pairs = [(t, s) for s, t in pairs]
         if len(pairs) < 3:
             raise ValueError(f"need at least 3 sentence pairs, got {len(pairs)}")
-        self.pair, self.batch_size, self.seed, self.num_workers = pair, batch_size, seed, num_workers
-        idx = np.random.default_rng(seed).permutation(len(pairs))
+        idx = np.random.default_rng(self.seed).permutation(len(pairs))
         a, b = int(0.8 * len(pairs)), int(0.9 * len(pairs))
-        self.train_pairs, self.val_pairs, self.test_pairs = ([pairs[i] for i in idx[s]] for s in (slice(0, a), slice(a, b), slice(b, None)))
+        train, val, test = ([pairs[i] for i in idx[s]] for s in (slice(0, a), slice(a, b), slice(b, None)))
         zh = lambda texts: any("\u4e00" <= c <= "\u9fff" for t in texts[:50] for c in t)  # noqa: E731
-        src, tgt = [s for s, _ in self.train_pairs], [t for _, t in self.train_pairs]
-        self.src_tok = SubwordTokenizer.train(src, vocab_size, 0.9995 if zh(src) else 1.0)
-        self.tgt_tok = SubwordTokenizer.train(tgt, vocab_size, 0.9995 if zh(tgt) else 1.0)
-        self.max_tokens = max_tokens
+        src, tgt = [s for s, _ in train], [t for _, t in train]
+        return {"train_pairs": train, "val_pairs": val, "test_pairs": test,
+                "src_tok": SubwordTokenizer.train(src, self.vocab_size, 0.9995 if zh(src) else 1.0),
+                "tgt_tok": SubwordTokenizer.train(tgt, self.vocab_size, 0.9995 if zh(tgt) else 1.0)}
 
     @property
     def src_vocab_size(self) -> int:
