@@ -11,7 +11,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from lightning_des.distributed import comm
@@ -25,7 +25,9 @@ class CommStatsCallback(Callback):
     ``counting`` process-group backend (:mod:`lightning_des.distributed.comm`).
 
     With ``DESStrategy`` the backend is selected automatically when this callback is present;
-    with another strategy pass ``process_group_backend="counting"``.
+    with another strategy pass ``process_group_backend="counting"``. The counting backend wraps
+    gloo (CPU): under another backend (e.g. nccl on GPUs, as the SLURM template uses) the callback
+    warns once, naming what it needs, counts nothing and says so in ``summary``, and training runs on.
 
     Args:
         log_every_n_steps: how often to ``log`` the per-step bytes (0 = never; the summary is
@@ -35,8 +37,6 @@ class CommStatsCallback(Callback):
     Attributes:
         summary: after fit: ``{key: mean bytes per step summed over ranks}`` plus ``"steps"``.
 
-    Raises:
-        RuntimeError: at fit start, when the process group is not the counting backend.
     """
 
     def __init__(self, log_every_n_steps: int = 1, output: str | None = None) -> None:
@@ -47,7 +47,8 @@ class CommStatsCallback(Callback):
         self._before: dict[str, int] = {}
         self._totals: dict[str, int] = defaultdict(int)
         self._steps = 0
-        self.summary: dict[str, float] = {}
+        self.summary: dict[str, Any] = {}
+        self.unavailable: str | None = None
 
     @property
     def state_key(self) -> str:
@@ -55,18 +56,23 @@ class CommStatsCallback(Callback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.unavailable = None
         if dist.is_available() and dist.is_initialized() and dist.get_backend() != comm.BACKEND:
-            raise RuntimeError(
-                f"CommStatsCallback needs the '{comm.BACKEND}' process-group backend, the run uses "
-                f"'{dist.get_backend()}': use DESStrategy (it selects it) or process_group_backend='counting'"
+            self.unavailable = (
+                f"CommStatsCallback needs the '{comm.BACKEND}' process-group backend (gloo on CPU; DESStrategy selects it "
+                f"unless process_group_backend is set), the run uses '{dist.get_backend()}': no bytes are counted"
             )
+            rank_zero_warn(self.unavailable)
 
     @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        self._before = comm.snapshot()
+        if self.unavailable is None:
+            self._before = comm.snapshot()
 
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.unavailable is not None:
+            return
         now = comm.snapshot()
         step = {k: v - self._before.get(k, 0) for k, v in now.items() if v != self._before.get(k, 0)}
         for k, v in step.items():
@@ -78,6 +84,9 @@ class CommStatsCallback(Callback):
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.unavailable is not None:
+            self.summary = {"unavailable": self.unavailable}
+            return
         totals = [dict(self._totals)]
         if dist.is_available() and dist.is_initialized():
             totals = [None] * dist.get_world_size()

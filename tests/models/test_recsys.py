@@ -173,3 +173,20 @@ def test_gradient_clipping_skips_tables_and_matches_torch(batch, algorithm):
     ref_grads = dict(ref.named_parameters())
     for n, p in m.named_parameters():
         torch.testing.assert_close(p.grad, ref_grads[n].grad, rtol=1e-6, atol=1e-9)  # tables: unclipped in both
+
+
+def test_comm_stats_under_another_backend_warns_and_counts_nothing(monkeypatch):
+    """On nccl (the SLURM GPU template) the callback says what it needs instead of stopping the run."""
+    import torch.distributed as dist
+
+    from lightning_des.callbacks import CommStatsCallback
+
+    cb = CommStatsCallback()
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "nccl")
+    with pytest.warns(UserWarning, match="needs the 'counting' process-group backend .* uses 'nccl'"):
+        cb.on_fit_start(None, None)
+    cb.on_train_batch_start(None, None, None, 0)
+    cb.on_train_batch_end(None, None, None, None, 0)
+    cb.on_fit_end(None, None)
+    assert list(cb.summary) == ["unavailable"] and cb._steps == 0
