@@ -28,6 +28,13 @@ class SyntheticSpec:
         zipf: Zipf exponent of the id distribution (> 1; larger = more skew).
         signal: scale of the planted logit (0 = labels are coin flips).
         seed: RNG seed; the same spec and seed give the same table.
+        intrinsic_dims: planted-truth testbed for embedding-size search: one ``r_f`` per field.
+            Field 0 is the context (e.g. the user): each of its ids gets a latent vector
+            ``z in R^R`` with ``R = r_0 = max r_f``; every other field f contributes
+            ``<z_ctx[:r_f], v_f[id]>`` with ``v_f[id] in R^{r_f}`` (mean over bags), so its
+            (context x id) logit matrix has rank exactly ``r_f`` and an embedding narrower than
+            ``r_f`` cannot represent it; ``r_f = 0`` makes field f pure noise. None (default):
+            the additive model above.
     """
 
     num_rows: int = 10_000
@@ -37,9 +44,18 @@ class SyntheticSpec:
     zipf: float = 1.2
     signal: float = 3.0
     seed: int = 0
+    intrinsic_dims: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cardinalities", tuple(int(c) for c in self.cardinalities))
+        if self.intrinsic_dims is not None:
+            dims = tuple(int(r) for r in self.intrinsic_dims)
+            object.__setattr__(self, "intrinsic_dims", dims)
+            if len(dims) != len(self.cardinalities) or min(dims) < 0:
+                raise ValueError(f"SyntheticSpec.intrinsic_dims needs one r_f >= 0 per field ({len(self.cardinalities)}), got {list(dims)}")
+            if len(dims) < 2 or dims[0] < max(dims[1:]) or dims[0] < 1:
+                raise ValueError(f"SyntheticSpec.intrinsic_dims[0] is the context field's latent size: it must be >= 1 and "
+                                 f">= every other r_f, got {list(dims)}")
         for name, val, low in (("num_rows", self.num_rows, 1), ("num_dense", self.num_dense, 0), ("multi_hot", self.multi_hot, 1)):
             if val < low:
                 raise ValueError(f"SyntheticSpec.{name} must be >= {low}, got {val}")
@@ -61,26 +77,40 @@ class SyntheticSpec:
         )
 
 
-def make_synthetic(spec: SyntheticSpec, return_logits: bool = False) -> EncodedCTR | tuple[EncodedCTR, np.ndarray]:
+def make_synthetic(spec: SyntheticSpec, return_logits: bool = False, return_factors: bool = False):
     """Generate an encoded synthetic table (see module docstring for the planted model);
-    with ``return_logits`` also the planted logit of each row (for tests)."""
+    with ``return_logits`` also the planted logit of each row (for tests), with
+    ``return_factors`` also the planted latent factors of an ``intrinsic_dims`` table
+    (``{"context": z, field: v_f}``), as a last element."""
     rng = np.random.default_rng(spec.seed)
     n, nf, L = spec.num_rows, len(spec.cardinalities), spec.multi_hot
     dense = np.log1p(rng.lognormal(0.0, 1.0, size=(n, spec.num_dense))).astype(np.float32)
     logit = dense @ rng.normal(0.0, 0.3, size=spec.num_dense) - 0.3 * dense.sum(1) / max(spec.num_dense, 1)
     values, offsets = {}, {}
-    for f, card in zip(spec.fields, spec.cardinalities):
+    factors: dict[str, np.ndarray] = {}
+    ctx = None
+    for i, (f, card) in enumerate(zip(spec.fields, spec.cardinalities)):
         # Zipf ranks folded into [0, card), then a fixed random relabelling so hot ids are spread
         ids = (rng.zipf(spec.zipf, size=n * L) - 1) % card
         ids = rng.permutation(card)[ids]
-        w = rng.normal(0.0, spec.signal / np.sqrt(nf), size=card)
-        logit = logit + w[ids].reshape(n, L).mean(1)
+        if spec.intrinsic_dims is None:
+            w = rng.normal(0.0, spec.signal / np.sqrt(nf), size=card)
+            logit = logit + w[ids].reshape(n, L).mean(1)
+        elif i == 0:
+            factors["context"] = rng.normal(0.0, 1.0, size=(card, spec.intrinsic_dims[0]))
+            ctx = factors["context"][ids].reshape(n, L, -1).mean(1)  # (n, R)
+        else:
+            r = spec.intrinsic_dims[i]
+            factors[f] = v = rng.normal(0.0, spec.signal / np.sqrt(max(r, 1) * (nf - 1)), size=(card, r))
+            if r:
+                logit = logit + (ctx[:, :r] * v[ids].reshape(n, L, r).mean(1)).sum(1)
         values[f] = ids.astype(np.int64)
         offsets[f] = np.arange(0, n * L + 1, L, dtype=np.int64)
     logit = logit - np.median(logit)
     labels = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
     data = EncodedCTR(labels, dense, values, offsets)
-    return (data, logit) if return_logits else data
+    out = (data,) + ((logit,) if return_logits else ()) + ((factors,) if return_factors else ())
+    return out if len(out) > 1 else data
 
 
 def write_criteo_tsv(path: str | Path, num_rows: int, seed: int = 0, cardinality: int = 100_000, zipf: float = 1.1,

@@ -73,3 +73,23 @@ def test_movielens_prepared_file(movielens_path):
     t = read_table(movielens_path, MOVIELENS_SPEC)
     assert len(t) == 100_000
     assert abs(t.labels.mean() - 0.5536) < 1e-3
+
+
+def test_planted_intrinsic_dimensions():
+    """Each field's (context id x field id) logit matrix has rank r_f, the logits follow the
+    planted formula (dense reference below), and r_f = 0 fields carry nothing."""
+    dims = (8, 0, 1, 2, 4, 8)
+    spec = SyntheticSpec(num_rows=4000, num_dense=0, cardinalities=(30, 20, 20, 20, 20, 20), zipf=1.5, seed=3, intrinsic_dims=dims)
+    data, logits, factors = make_synthetic(spec, return_logits=True, return_factors=True)
+    z = factors["context"]
+    ref = np.zeros(spec.num_rows)
+    for f, r in zip(spec.fields[1:], dims[1:]):
+        m = z[:, :r] @ factors[f].T  # (context ids, field ids)
+        assert np.linalg.matrix_rank(m) == r, f
+        ref += m[data.values["C1"], data.values[f]] if r else 0.0
+    np.testing.assert_allclose(logits, ref - np.median(ref), rtol=1e-9, atol=1e-9)
+    assert binary_auroc(torch.from_numpy(logits).float(), torch.from_numpy(data.labels).long()) > 0.7
+    with pytest.raises(ValueError, match=r"intrinsic_dims\[0\] is the context field's latent size"):
+        SyntheticSpec(cardinalities=(5, 5), intrinsic_dims=(1, 2))
+    with pytest.raises(ValueError, match="one r_f >= 0 per field"):
+        SyntheticSpec(cardinalities=(5, 5), intrinsic_dims=(1,))
