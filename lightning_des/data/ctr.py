@@ -86,13 +86,18 @@ class ColumnSpec:
         unknown = sorted(set(self.multi_hot) - set(self.sparse))
         if unknown:
             raise ValueError(f"ColumnSpec.multi_hot names columns that are not in sparse: {unknown}")
-        used = [self.label, *self.dense, *self.sparse, *([self.timestamp] if self.timestamp else [])]
+        used = self.columns
         if len(set(used)) != len(used):
             raise ValueError(f"ColumnSpec uses a column twice: {used}")
         if self.names is not None:
             missing = sorted(set(used) - set(self.names))
             if missing:
                 raise ValueError(f"ColumnSpec refers to columns not in names: {missing}")
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns this spec reads: label, dense, sparse, then the timestamp (if any)."""
+        return [self.label, *self.dense, *self.sparse, *([self.timestamp] if self.timestamp else [])]
 
 
 CRITEO_SPEC = ColumnSpec(
@@ -305,9 +310,7 @@ class EncodedCTR:
         idx = np.asarray(idx, dtype=np.int64)
         values, offsets = {}, {}
         for f, off in self.offsets.items():
-            starts, lengths = off[idx], off[idx + 1] - off[idx]
-            base = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-            values[f] = self.values[f][base + np.arange(int(lengths.sum()))]
+            values[f], lengths = jagged_take(self.values[f], off, idx)
             offsets[f] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         return EncodedCTR(self.labels[idx], self.dense[idx], values, offsets)
 
@@ -318,12 +321,8 @@ class EncodedCTR:
         idx = np.asarray(idx, dtype=np.int64)
         all_lengths, all_values = [], []
         for f in keys:
-            off = self.offsets[f]
-            starts, lengths = off[idx], off[idx + 1] - off[idx]
-            total = int(lengths.sum())
-            # position of each gathered id: its row's start + rank within the row
-            row_base = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-            all_values.append(self.values[f][row_base + np.arange(total)])
+            vals, lengths = jagged_take(self.values[f], self.offsets[f], idx)
+            all_values.append(vals)
             all_lengths.append(lengths)
         kjt = KeyedJaggedTensor.from_lengths_sync(
             keys=list(keys),
@@ -335,6 +334,15 @@ class EncodedCTR:
             sparse_features=kjt,
             labels=torch.from_numpy(self.labels[idx]),
         )
+
+
+def jagged_take(values: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``idx`` of a jagged column (CSR: ``values`` with row ``offsets``): their ids,
+    concatenated in ``idx`` order, and each row's length."""
+    starts, lengths = offsets[idx], offsets[idx + 1] - offsets[idx]
+    # position of each gathered id: its row's start + rank within the row
+    base = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return values[base + np.arange(int(lengths.sum()))], lengths
 
 
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:

@@ -259,13 +259,20 @@ def _layout(spec: ColumnSpec, path: Path, header_line: bytes | None) -> _Layout:
         if names is not None and file_names != names:
             raise MalformedRowError(path, 1, f"header {file_names} differs from spec.names {names}")
         names = file_names
-        used = {spec.label, *spec.dense, *spec.sparse, *([spec.timestamp] if spec.timestamp else [])}
-        missing = sorted(used - set(names))
+        missing = sorted(set(spec.columns) - set(names))
         if missing:
             raise MalformedRowError(path, 1, f"header lacks columns {missing}; it has {list(names)}")
     assert names is not None
     pos = {n: i for i, n in enumerate(names)}
     return _Layout(names, pos[spec.label], [pos[c] for c in spec.dense], pos[spec.timestamp] if spec.timestamp else None)
+
+
+def _column_types(spec: ColumnSpec) -> dict[str, pa.DataType]:
+    """The Arrow type each column of ``spec.columns`` is parsed as (and stored from)."""
+    types = {spec.label: pa.float32(), **{c: pa.float32() for c in spec.dense}, **{c: pa.string() for c in spec.sparse}}
+    if spec.timestamp:
+        types[spec.timestamp] = pa.float64()
+    return types
 
 
 def _arrow_parse(block: bytes, spec: ColumnSpec, lay: _Layout) -> tuple[pa.Table | None, str | None]:
@@ -276,16 +283,13 @@ def _arrow_parse(block: bytes, spec: ColumnSpec, lay: _Layout) -> tuple[pa.Table
         invalid.append(1)
         return "skip"
 
-    used = [spec.label, *spec.dense, *spec.sparse, *([spec.timestamp] if spec.timestamp else [])]
-    types = {spec.label: pa.float32(), **{c: pa.float32() for c in spec.dense}, **{c: pa.string() for c in spec.sparse}}
-    if spec.timestamp:
-        types[spec.timestamp] = pa.float64()
+    types = _column_types(spec)
     try:
         table = pcsv.read_csv(
             pa.py_buffer(block),
             pcsv.ReadOptions(column_names=list(lay.names), block_size=1 << 20),
             pcsv.ParseOptions(delimiter=spec.delimiter, quote_char=False, invalid_row_handler=handler),
-            pcsv.ConvertOptions(column_types=types, include_columns=used, null_values=[""],
+            pcsv.ConvertOptions(column_types=types, include_columns=spec.columns, null_values=[""],
                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
     except pa.ArrowInvalid as err:
@@ -458,10 +462,7 @@ def _read_header(stream: IO[bytes], path: Path) -> bytes:
 
 
 def _save_empty_raw(dst: Path, spec: ColumnSpec) -> int:
-    empty = pa.table({spec.label: pa.array([], pa.float32()), **{c: pa.array([], pa.float32()) for c in spec.dense},
-                      **{c: pa.array([], pa.string()) for c in spec.sparse},
-                      **({spec.timestamp: pa.array([], pa.float64())} if spec.timestamp else {})})
-    return _save_raw(dst, empty, spec)
+    return _save_raw(dst, pa.table({c: pa.array([], t) for c, t in _column_types(spec).items()}), spec)
 
 
 class _Raw:

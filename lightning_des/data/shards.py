@@ -31,7 +31,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from torchrec.datasets.utils import Batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from lightning_des.data.ctr import CTRSchema, EncodedCTR
+from lightning_des.data.ctr import CTRSchema, EncodedCTR, jagged_take
 
 SPLITS = ("train", "val", "test")
 
@@ -54,10 +54,7 @@ class _Shard:
             if off is None:
                 fields.append((self.values[f][idx], np.ones(len(idx), np.int64)))
                 continue
-            starts, lengths = off[idx], off[idx + 1] - off[idx]
-            total = int(lengths.sum())
-            base = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-            fields.append((self.values[f][base + np.arange(total)], lengths))
+            fields.append(jagged_take(self.values[f], off, idx))
         return self.labels[idx], self.dense[idx], fields
 
 
