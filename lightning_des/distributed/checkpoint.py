@@ -111,16 +111,16 @@ def check(path: str | Path) -> Metadata:
     for index, info in md.storage_data.items():
         need[info.relative_path] = max(need[info.relative_path], info.offset + info.length)
         keys[info.relative_path].add(index.fqn)
-    bad = []
+    bad: dict[str, str] = {}
     for name, size in sorted(need.items()):
         f = path / name
         if not f.is_file():
-            bad.append(f"{name} is missing")
+            bad[name] = f"{name} is missing"
         elif f.stat().st_size < size:
-            bad.append(f"{name} is truncated ({f.stat().st_size} of {size} bytes)")
+            bad[name] = f"{name} is truncated ({f.stat().st_size} of {size} bytes)"
     if bad:
-        held = sorted(k for name in need if not (path / name).is_file() or (path / name).stat().st_size < need[name] for k in keys[name])
-        raise ValueError(f"{path} is incomplete: {'; '.join(bad)}; it held {held[:6]}{' ...' if len(held) > 6 else ''}")
+        held = sorted(k for name in bad for k in keys[name])
+        raise ValueError(f"{path} is incomplete: {'; '.join(bad.values())}; it held {held[:6]}{' ...' if len(held) > 6 else ''}")
     return md
 
 

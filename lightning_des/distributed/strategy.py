@@ -235,15 +235,13 @@ class DESStrategy(DDPStrategy):
         net = self.lightning_module.net
         return net.fused_optimizer if isinstance(net, DistributedModelParallel) else None
 
-    def _checkpoint_tensors(self, optimizer_states: list[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    def _checkpoint_tensors(self, optimizer_states: list[Mapping[str, Any]], fused_state: Mapping[str, Any] | None) -> dict[str, Any]:
         """The flat ``model/``, ``optim/<i>/`` and ``fused/`` tensors of this rank (see
-        :mod:`lightning_des.distributed.checkpoint`), live ones unless states are given."""
+        :mod:`lightning_des.distributed.checkpoint`) for these optimizer states."""
         tensors, _ = ckpt_io.flatten(self.lightning_module.state_dict(), "model")
-        states = optimizer_states if optimizer_states is not None else [opt.state_dict() for opt in self.optimizers]
-        groups: list[tuple[str, Mapping[str, Any]]] = [(f"optim/{i}", st["state"]) for i, st in enumerate(states)]
-        fused = self._fused_optimizer()
-        if fused is not None:
-            groups.append(("fused", fused.state_dict()["state"]))
+        groups: list[tuple[str, Mapping[str, Any]]] = [(f"optim/{i}", st["state"]) for i, st in enumerate(optimizer_states)]
+        if fused_state is not None:
+            groups.append(("fused", fused_state["state"]))
         for prefix, state in groups:
             t, other = ckpt_io.flatten(state, prefix)
             if other:
@@ -257,7 +255,8 @@ class DESStrategy(DDPStrategy):
             raise TypeError("DESStrategy.save_checkpoint: storage_options are not supported (checkpoints are written with "
                             "torch.distributed.checkpoint's FileSystemWriter)")
         states = checkpoint.get("optimizer_states", [])
-        tensors = self._checkpoint_tensors(states)
+        fused = self._fused_optimizer()
+        tensors = self._checkpoint_tensors(states, fused.state_dict() if fused is not None else None)
         meta = None
         if self.is_global_zero:
             meta = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
@@ -276,10 +275,7 @@ class DESStrategy(DDPStrategy):
         live_states = [opt.state_dict() for opt in self.optimizers]
         fused = self._fused_optimizer()
         live_fused = fused.state_dict() if fused is not None else None
-        tensors = self._checkpoint_tensors(live_states)
-        if live_fused is not None:
-            tensors.update(ckpt_io.flatten(live_fused["state"], "fused")[0])
-        ckpt_io.load(checkpoint_path, tensors)
+        ckpt_io.load(checkpoint_path, self._checkpoint_tensors(live_states, live_fused))
         self._restored = (live_states, live_fused, meta.get("optimizer_hparams", []))
         rank_zero_info(f"DESStrategy: restored {checkpoint_path} (saved at world size {meta.get('world_size')}, "
                        f"now {self.world_size})")
