@@ -18,15 +18,15 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from lightning_des.data.ctr import CRITEO_SPEC, BadRowPolicy, ColumnSpec, CTRSchema, split_indices
-from lightning_des.data.ingest import PrepareConfig, SplitBy, prepare_table, prepared_dir
+from lightning_des.data.ingest import PrepareConfig, SplitBy
 from lightning_des.data.prepare import (
     ADULT_SPEC,
     MOVIELENS1M_SPEC,
     MOVIELENS_SPEC,
     adult_path,
-    default_cache_dir,
     movielens1m_path,
     movielens_path,
+    prepare_cached,
 )
 from lightning_des.data.shards import PreparedCTR, ShardBatchSampler, ShardedCTRDataset
 from lightning_des.data.synthetic import SyntheticSpec, make_synthetic
@@ -125,8 +125,7 @@ class CTRDataModule(pl.LightningDataModule):
                                     "(run `lightning-des data prepare` again: it resumes)")
         if not p.is_file():
             raise FileNotFoundError(f"CTR table not found: {p}")
-        out = prepared_dir(p, self.spec, self.config, self.cache_dir or default_cache_dir())
-        return PreparedCTR(prepare_table([p], self.spec, out, self.config, progress=False))
+        return PreparedCTR(prepare_cached(p, self.spec, self.config, self.cache_dir, progress=False))
 
     @property
     def data(self) -> PreparedCTR:

