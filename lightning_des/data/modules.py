@@ -28,7 +28,7 @@ from lightning_des.data.prepare import (
     movielens_path,
     prepare_cached,
 )
-from lightning_des.data.shards import PreparedCTR, ShardBatchSampler, ShardedCTRDataset
+from lightning_des.data.shards import PreparedCTR, ResumableLoader, ShardBatchSampler, ShardedCTRDataset
 from lightning_des.data.synthetic import SyntheticSpec, make_synthetic
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,13 @@ class CTRDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return trainer.fit_loop.epoch_progress.current.processed if trainer is not None else None
 
+    def _fit_position(self) -> tuple[int, int]:
+        """(epoch, training batches processed in it) of the fit loop, for a mid-epoch resume."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        return trainer.fit_loop.epoch_progress.current.processed, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
     def dataset(self, split: str, batch_size: int, shuffle: bool) -> ShardedCTRDataset:
         """This rank's batches of ``split``."""
         rank, world = self._rank_world()
@@ -170,9 +177,11 @@ class CTRDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         ds = self.dataset(split, batch_size, shuffle)
-        return DataLoader(ds, sampler=ShardBatchSampler(ds, self._fit_epoch if shuffle else None), batch_size=None, collate_fn=_whole,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+        opts = dict(batch_size=None, collate_fn=_whole, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                    persistent_workers=self.num_workers > 0)
+        if split == "train":  # resumable mid-epoch (Lightning saves its state_dict in checkpoints)
+            return ResumableLoader(ds, ShardBatchSampler(ds, self._fit_epoch if shuffle else None), self._fit_position, **opts)
+        return DataLoader(ds, sampler=ShardBatchSampler(ds, self._fit_epoch if shuffle else None), **opts)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

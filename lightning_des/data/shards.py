@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchrec.datasets.utils import Batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
@@ -257,11 +257,62 @@ class ShardBatchSampler(DistributedSampler):
         self.dataset, self.epoch_fn = dataset, epoch_fn
         self.num_replicas, self.rank = dataset.world_size, dataset.rank
         self.shuffle, self.seed, self.epoch, self.drop_last = dataset.shuffle, dataset.seed, 0, False
+        self._resume: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, batch: int) -> None:
+        """Start the next iterator of ``epoch`` at ``batch`` (once), for a mid-epoch resume."""
+        self._resume = (epoch, batch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch_fn() if self.epoch_fn is not None else None
         epoch = self.epoch if epoch is None else epoch
-        return iter([(epoch, b) for b in range(len(self.dataset))])
+        start = 0
+        if self._resume is not None and self._resume[0] == epoch:
+            start = self._resume[1]
+        self._resume = None
+        return iter([(epoch, b) for b in range(start, len(self.dataset))])
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` over a :class:`ShardBatchSampler` that Lightning resumes mid-epoch.
+
+    Lightning saves a loader's ``state_dict()`` in its checkpoints and, on resume, calls
+    ``load_state_dict`` before creating the first iterator. The state is the fit loop's epoch
+    and the number of batches it has *processed* in it (``position_fn``; what the model has
+    seen, unaffected by prefetching); loading it makes that epoch continue at the next batch, so
+    a run interrupted mid-epoch (a SLURM requeue, ``ModelCheckpoint(every_n_train_steps=...)``)
+    sees every batch once, as an uninterrupted one does.
+
+    Args:
+        dataset: the batches.
+        sampler: their sampler.
+        position_fn: returns ``(epoch, batches processed in it)``.
+        **kwargs: ``DataLoader`` options.
+    """
+
+    def __init__(self, dataset: ShardedCTRDataset, sampler: ShardBatchSampler, position_fn: Callable[[], tuple[int, int]],
+                 **kwargs) -> None:  # noqa: D107
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self.position_fn = position_fn
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, done = self.position_fn()
+        return {"epoch": int(epoch), "batches_done": int(done), "batches_per_epoch": len(self.sampler)}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        missing = {"epoch", "batches_done", "batches_per_epoch"} - set(state)
+        if missing:
+            raise ValueError(f"ResumableLoader.load_state_dict: the checkpoint's loader state lacks {sorted(missing)}")
+        epoch, done, n = int(state["epoch"]), int(state["batches_done"]), int(state["batches_per_epoch"])
+        if not 0 < done < n:
+            return  # saved at an epoch boundary: nothing to skip
+        if n != len(self.sampler):
+            raise ValueError(
+                f"the checkpoint was saved after {done} of {n} batches of epoch {epoch}, but this run has "
+                f"{len(self.sampler)} batches per epoch (another world size or batch size): it cannot continue that epoch "
+                "where it stopped. Resume from a checkpoint written at the end of an epoch, or with the same world and batch size."
+            )
+        self.sampler.resume_at(epoch, done)

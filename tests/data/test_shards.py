@@ -115,3 +115,60 @@ def test_unfinished_or_missing_directories_are_named(tmp_path):
         CTRDataModule(str(tmp_path / "half")).schema
     with pytest.raises(FileNotFoundError, match="no meta.json"):
         PreparedCTR(tmp_path / "half")
+
+
+class _Losses(__import__("lightning.pytorch", fromlist=["Callback"]).Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(outputs["loss"].item())
+
+
+def _fit(tmp_path, ckpt=None, every=None):
+    import lightning.pytorch as pl
+
+    from lightning_des.data.modules import SyntheticCTRDataModule
+    from lightning_des.models.recsys import DeepFM
+
+    pl.seed_everything(0)
+    dm = SyntheticCTRDataModule(num_rows=900, num_dense=2, num_sparse=4, cardinality=30, batch_size=64)
+    model = DeepFM(dm.schema, embedding_dim=4, hidden=(8,), sparse_optimizer="adagrad", sparse_lr=0.1, dense_lr=0.01)
+    losses = _Losses()
+    cbs = [losses]
+    if every:
+        cbs.append(pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_train_steps=every,
+                                                filename="{step}"))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=2, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=cbs, limit_val_batches=1, default_root_dir=tmp_path)
+    trainer.fit(model, dm, ckpt_path=ckpt)
+    return losses.losses
+
+
+def test_a_fit_resumed_mid_epoch_sees_the_rest_of_that_epoch_once(tmp_path):
+    """A checkpoint saved mid-epoch (every 5 steps; 12 batches per epoch) resumes at the next batch
+    of the same epoch: the losses after it equal the uninterrupted run's (no batch seen twice)."""
+    full = _fit(tmp_path, every=5)
+    assert len(full) == 24
+    ckpt = tmp_path / "ckpt" / "step=15.ckpt"  # epoch 1, after 3 of its 12 batches
+    assert torch.load(ckpt, weights_only=True)["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "batches_done": 3, "batches_per_epoch": 12}]
+    resumed = _fit(tmp_path / "resumed", ckpt=ckpt)
+    assert resumed == pytest.approx(full[15:], abs=1e-6)
+
+
+def test_a_mid_epoch_position_from_another_batch_count_is_refused(prepared):
+    from lightning_des.data.shards import ResumableLoader
+
+    ds = ShardedCTRDataset(PreparedCTR(prepared), "train", 64, shuffle=True, seed=0)
+    loader = ResumableLoader(ds, ShardBatchSampler(ds), lambda: (0, 0), batch_size=None)
+    n = len(ds)
+    loader.load_state_dict({"epoch": 0, "batches_done": 2, "batches_per_epoch": n})
+    assert [k for k in loader.sampler] == [(0, b) for b in range(2, n)]
+    assert len([k for k in loader.sampler]) == n  # the skip applies to one iterator only
+    loader.load_state_dict({"epoch": 0, "batches_done": n, "batches_per_epoch": n})  # an epoch boundary: nothing to skip
+    assert len(list(loader.sampler)) == n
+    with pytest.raises(ValueError, match=f"after 2 of {n + 5} batches of epoch 0, but this run has {n} batches"):
+        loader.load_state_dict({"epoch": 0, "batches_done": 2, "batches_per_epoch": n + 5})
+    with pytest.raises(ValueError, match="lacks"):
+        loader.load_state_dict({"epoch": 0})
