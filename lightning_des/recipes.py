@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -68,8 +68,9 @@ def recipe_path(cfg) -> str:
     return str(recipe)
 
 
-def cli_main(args: Sequence[str] | None = None, run: bool = True) -> LightningCLI:
-    """Build (and by default run) the LightningCLI; ``args`` as for ``LightningCLI(args=...)``.
+def cli_main(args: Sequence[str] | None = None, run: bool = True, parser_kwargs: dict[str, Any] | None = None) -> LightningCLI:
+    """Build (and by default run) the LightningCLI; ``args`` as for ``LightningCLI(args=...)``,
+    ``parser_kwargs`` as for ``LightningCLI(parser_kwargs=...)`` (e.g. ``exit_on_error=False``).
     Recommender recipes get :class:`DESLightningCLI`; a model from
     ``lightning_des.models.poetry`` gets :class:`PoetryLightningCLI`, one from
     ``lightning_des.models.nmt`` :class:`NMTLightningCLI`."""
@@ -98,4 +99,5 @@ def cli_main(args: Sequence[str] | None = None, run: bool = True) -> LightningCL
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
+        parser_kwargs=parser_kwargs,
     )

@@ -10,7 +10,13 @@ Ask/tell::
 
 A *trial* is one configuration; it trains up to ``trial.budget`` and can be resumed from
 there (``resume=True``: a job runs ``start -> target`` and costs ``target - start``).
-Budgets are multiples of ``grain``; rung levels are ``max_budget * eta**-k``.
+``min_budget`` and ``max_budget`` must be multiples of ``grain``; rung levels are
+``max_budget * eta**-k`` rounded to the nearest multiple of ``grain`` (half up; 1..10 with eta 3 and
+grain 1: 1, 3, 10), so every budget a job trains to is a whole number of grains.
+
+A job that fails (``fail``: an exception, a non-finite loss) marks its trial failed with the
+error; the trial ranks last, is never promoted and the study goes on. ``requeue`` puts a job
+whose worker died back in front of its bracket's queue (it resumes from its checkpoint).
 
 Modes (each switch can also be set on its own for ablations):
 
@@ -59,6 +65,7 @@ class Trial:
     measurements: dict[float, float] = field(default_factory=dict)  # budget -> loss
     budget: float = 0.0  # trained so far
     pending: bool = False
+    error: str | None = None  # why the trial failed, if it did
 
     def loss_at(self, budget: float) -> float | None:
         return self.measurements.get(_key(budget))
@@ -145,6 +152,10 @@ class FlexHB:
             raise ValueError(f"mode must be one of {sorted(PRESETS)}, got {mode!r}")
         if not 0 < min_budget <= max_budget or eta < 2:
             raise ValueError(f"need 0 < min_budget <= max_budget and eta >= 2, got {min_budget}, {max_budget}, {eta}")
+        grain = float(grain or min_budget)
+        for name, v in (("min_budget", min_budget), ("max_budget", max_budget)):
+            if not grain > 0 or abs(v / grain - round(v / grain)) > 1e-9:
+                raise ValueError(f"{name}={v:g} is not a multiple of grain={grain:g}: budgets are whole numbers of grains")
         preset = PRESETS[mode]
         self.space, self.mode, self.eta = space, mode, eta
         self.surrogate = surrogate if surrogate is not None else preset["surrogate"]
@@ -156,9 +167,9 @@ class FlexHB:
         self.resume, self.random_fraction, self.rho_threshold = resume, random_fraction, rho_threshold
         self.n_candidates, self.max_active = n_candidates, max_active_brackets
         self.min_budget, self.max_budget = float(min_budget), float(max_budget)
-        self.grain = float(grain or min_budget)
+        self.grain = grain
         self.s_max = 0 if mode == "random" else int(math.floor(math.log(max_budget / min_budget, eta) + 1e-9))
-        self.levels = [_key(max_budget * eta ** (k - self.s_max)) for k in range(self.s_max + 1)]  # ascending
+        self.levels = self._levels()  # ascending
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.trials: list[Trial] = []
@@ -167,6 +178,12 @@ class FlexHB:
         self.n_brackets = 0
         self.log: list[dict] = []  # one row per tell: budget used, best full-fidelity loss
         self.bracket_choices: list[int] = []
+
+    def _levels(self) -> list[float]:
+        """Rung budgets ``max_budget * eta**-k`` rounded to the nearest multiple of ``grain``."""
+        # raw levels are >= min_budget >= grain and eta >= 2 apart, so rounded ones stay distinct
+        raw = [self.max_budget * self.eta ** (k - self.s_max) for k in range(self.s_max + 1)]
+        return [_key(math.floor(b / self.grain + 0.5) * self.grain) for b in raw]
 
     # -- brackets --------------------------------------------------------------------------
     def _geometry(self, s: int) -> list[tuple[float, int]]:
@@ -186,8 +203,8 @@ class FlexHB:
     def rank_correlation(self, b1: float, b2: float, min_pairs: int = 5) -> float | None:
         """Spearman correlation of the losses at budgets ``b1`` and ``b2`` over trials that
         have both (None with fewer than ``min_pairs``)."""
-        pairs = [(t.loss_at(b1), t.loss_at(b2)) for t in self.trials]
-        pairs = [p for p in pairs if p[0] is not None and p[1] is not None]
+        pairs = [(t.loss_at(b1), t.loss_at(b2)) for t in self.trials if t.error is None]
+        pairs = [p for p in pairs if p[0] is not None and p[1] is not None and math.isfinite(p[0]) and math.isfinite(p[1])]
         if len(pairs) < min_pairs:
             return None
         a, b = zip(*pairs)
@@ -265,17 +282,43 @@ class FlexHB:
         missing = [p for p in job.points if p not in got]
         if missing:
             raise ValueError(f"trial {t.id}: no loss reported at budgets {missing} (expected {job.points})")
-        bad = {k: v for k, v in got.items() if not math.isfinite(v)}
+        bad = sorted(k for k in job.points if not math.isfinite(got[k]))
+        if bad:  # a diverged run
+            self.fail(job, f"non-finite loss {got[bad[0]]} at budget {bad[0]:g}", {k: got[k] for k in job.points if k < bad[0]})
+            return
         for k in job.points:
-            t.measurements[k] = got[k] if math.isfinite(got[k]) else float("inf")
-        if bad:
-            t.measurements[_key(job.target)] = float("inf")  # a diverged run ranks last
-        t.budget, t.pending = max(t.budget, job.target), False
+            t.measurements[k] = got[k]
+        t.budget = max(t.budget, job.target)
+        self._finish(job, t)
+
+    def fail(self, job: Job, error: str, measurements: dict[float, float] | None = None) -> None:
+        """Record that ``job`` failed with ``error`` (its budget is charged: it was spent). The
+        trial keeps the finite losses it reported, ranks last at the job's target and is
+        never promoted again."""
+        t = self.trials[job.trial_id]
+        for k, v in (measurements or {}).items():
+            t.measurements[_key(k)] = float(v)
+        t.measurements[_key(job.target)] = float("inf")
+        t.error = error
+        self._finish(job, t)
+
+    def requeue(self, job: Job) -> None:
+        """Give ``job`` back (its worker died before reporting): the trial goes to the front of
+        its bracket's queue, nothing is charged, and the next ``ask`` returns the same job."""
+        t = self.trials[job.trial_id]
+        b = next(b for b in self.brackets if b.id == job.bracket)
+        b.running.remove(t.id)
+        b.queue.insert(0, t.id)
+        t.pending = False
+
+    def _finish(self, job: Job, t: Trial) -> None:
+        t.pending = False
         self.budget_used += job.cost
         b = next(b for b in self.brackets if b.id == job.bracket)
         b.running.remove(t.id)
         self._maybe_promote(b)
-        self.log.append({"budget": self.budget_used, "best": self.best_loss(), "trial": t.id, "target": job.target})
+        self.log.append({"budget": self.budget_used, "best": self.best_loss(), "trial": t.id, "target": job.target,
+                         **({"failed": t.error} if t.error is not None else {})})
 
     def _maybe_promote(self, b: Bracket) -> None:
         if b.queue or b.running or b.to_create:
@@ -289,7 +332,8 @@ class FlexHB:
         if self.global_sh:
             chosen = self._global_promotions(b, budget, next_budget, n_next)
         else:
-            pool = sorted((self.trials[i] for i in b.members[b.rung - 1]), key=lambda t: (t.loss_at(budget), t.id))
+            pool = sorted((self.trials[i] for i in b.members[b.rung - 1] if self.trials[i].error is None),
+                          key=lambda t: (t.loss_at(budget), t.id))
             chosen = [t.id for t in pool[:n_next]]
         b.members[b.rung] = chosen
         b.queue = list(chosen)
@@ -303,7 +347,7 @@ class FlexHB:
         fewer than Hyperband would. Measured on the Branin benchmark (10 seeds, 20 full
         budgets): filling all slots by global rank alone let past low-fidelity winners crowd
         out new configurations (regret 0.64); this rule 0.47; never resuming past trials 0.43."""
-        pool = sorted((t for t in self.trials if t.loss_at(budget) is not None), key=lambda t: (t.loss_at(budget), t.id))
+        pool = sorted((t for t in self.trials if t.loss_at(budget) is not None and t.error is None), key=lambda t: (t.loss_at(budget), t.id))
         top = pool[: max(n_next, math.ceil(len(pool) / self.eta))]
         queued = {i for other in self.brackets for i in other.queue}
         free = [t for t in top if not t.pending and t.budget < next_budget and t.id not in queued]
@@ -356,6 +400,10 @@ class FlexHB:
         return cands[int(np.argmax(ei))]
 
     # -- results -----------------------------------------------------------------------------
+    def failed(self) -> list[Trial]:
+        """The trials that failed, with their errors."""
+        return [t for t in self.trials if t.error is not None]
+
     def best_loss(self) -> float:
         """Lowest loss measured at the full budget (inf before any)."""
         best = self.best()
@@ -363,7 +411,7 @@ class FlexHB:
 
     def best(self) -> tuple[Config, float] | None:
         """The best configuration at the full budget, with its loss."""
-        done = [t for t in self.trials if t.loss_at(self.max_budget) is not None]
+        done = [t for t in self.trials if t.loss_at(self.max_budget) is not None and t.error is None]
         if not done:
             return None
         t = min(done, key=lambda t: t.loss_at(self.max_budget))
@@ -381,7 +429,8 @@ class FlexHB:
     # -- persistence -------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            "trials": [{"id": t.id, "config": t.config, "measurements": sorted(t.measurements.items()), "budget": t.budget} for t in self.trials],
+            "trials": [{"id": t.id, "config": t.config, "measurements": sorted(t.measurements.items()), "budget": t.budget,
+                        "error": t.error} for t in self.trials],
             "brackets": [{**b.__dict__, "queue": b.running + b.queue, "running": []} for b in self.brackets],
             "budget_used": self.budget_used, "n_brackets": self.n_brackets, "log": self.log,
             "bracket_choices": self.bracket_choices, "rng": self.rng.bit_generator.state,
@@ -389,7 +438,8 @@ class FlexHB:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a saved study; jobs that were running when it was saved are queued again."""
-        self.trials = [Trial(d["id"], d["config"], {_key(b): v for b, v in d["measurements"]}, d["budget"]) for d in state["trials"]]
+        self.trials = [Trial(d["id"], d["config"], {_key(b): v for b, v in d["measurements"]}, d["budget"], error=d.get("error"))
+                       for d in state["trials"]]
         self.brackets = [Bracket(**{**d, "rungs": [tuple(r) for r in d["rungs"]]}) for d in state["brackets"]]
         self.budget_used, self.n_brackets, self.log = state["budget_used"], state["n_brackets"], state["log"]
         self.bracket_choices = state["bracket_choices"]

@@ -104,6 +104,52 @@ def test_diverged_trial_ranks_last():
     job = t.ask()
     t.tell(job, {job.target: float("nan")})
     assert t.trials[job.trial_id].loss_at(job.target) == math.inf
+    assert t.trials[job.trial_id].error == "non-finite loss nan at budget 1"
+
+
+def test_failed_trials_are_recorded_never_promoted_and_the_study_goes_on():
+    obj = branin_objective()
+    t = FlexHB(BRANIN_SPACE, 1, 9, eta=3, mode="hyperband", seed=0)
+    first = [t.ask() for _ in range(9)]  # bracket s=2: nine trials at budget 1
+    for i, job in enumerate(first):
+        if i < 3:
+            t.fail(job, f"RuntimeError: boom {i}")
+        else:
+            t.tell(job, obj(job))
+    assert [tr.id for tr in t.failed()] == [0, 1, 2] and t.trials[0].error == "RuntimeError: boom 0"
+    assert t.budget_used == 9  # failed jobs are charged: the budget was spent
+    promoted = []
+    while t.budget_used < 9 + 3 * 2 + 6:  # the rest of the bracket: 3 trials to budget 3, one to 9
+        job = t.ask()
+        promoted.append(job.trial_id)
+        t.tell(job, obj(job))
+    assert len(promoted) == 4 and not set(promoted) & {0, 1, 2}
+    assert t.best() is not None and t.best()[1] < math.inf
+
+
+def test_requeued_job_comes_back_unchanged_and_uncharged():
+    t = FlexHB(BRANIN_SPACE, 1, 9, eta=3, mode="flexhb", seed=0)
+    job = t.ask()
+    t.requeue(job)
+    again = t.ask()
+    assert (again.trial_id, again.start, again.target, again.points) == (job.trial_id, job.start, job.target, job.points)
+    assert t.budget_used == 0 and len(t.trials) == 1
+
+
+def test_rung_budgets_are_rounded_to_the_grain_and_bad_budgets_refused():
+    t = FlexHB(BRANIN_SPACE, 1, 10, eta=3, mode="hyperband", seed=0)
+    assert t.levels == [1.0, 3.0, 10.0]  # 1.11, 3.33, 10 rounded to grain 1
+    obj = branin_objective()
+    while t.budget_used < 40:  # every job trains to a whole number of grains
+        job = t.ask()
+        assert all(float(p).is_integer() for p in job.points) and float(job.target).is_integer()
+        t.tell(job, obj(job))
+    assert FlexHB(BRANIN_SPACE, 2, 27, eta=3, grain=0.5).levels[0] == 3.0
+    with pytest.raises(ValueError, match="min_budget=1.5 is not a multiple of grain=1"):
+        FlexHB(BRANIN_SPACE, 1.5, 9, eta=3, grain=1)
+    with pytest.raises(ValueError, match="max_budget=10 is not a multiple of grain=4"):
+        FlexHB(BRANIN_SPACE, 4, 10, eta=2, grain=4)
+    assert FlexHB(BRANIN_SPACE, 2, 6, eta=2, grain=2).levels == [4.0, 6.0]  # 3 -> 4 (half up)
 
 
 @pytest.mark.parametrize("mode", ["hyperband", "flexhb"])

@@ -89,7 +89,8 @@ def test_submitit_executor_runs_trials_as_jobs(recipe, tmp_path):
     job with its own logs, trials still resume from their checkpoints."""
     out = tmp_path / "tune_submitit"
     tuner = FlexHBTuner(str(recipe), SPACE, min_budget=1, max_budget=3, eta=3, method="hyperband", total_budget=1.7,
-                        n_workers=1, output_dir=str(out), seed=0, executor="submitit", executor_options={"cluster": "local"})
+                        n_workers=1, output_dir=str(out), seed=0, executor="submitit",
+                        executor_options={"cluster": "local", "timeout_min": 10})
     res = tuner.run()
     assert res["best"] is not None and tuner.tuner.budget_used >= 1.7 * 3
     jobs = list((out / "submitit").glob("*_result.pkl"))
@@ -99,6 +100,8 @@ def test_submitit_executor_runs_trials_as_jobs(recipe, tmp_path):
         FlexHBTuner(str(recipe), SPACE, executor="ray", output_dir=str(tmp_path / "x"))
     with pytest.raises(ValueError, match="executor_options are for"):
         FlexHBTuner(str(recipe), SPACE, executor_options={"cluster": "local"}, output_dir=str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="needs executor_options.timeout_min"):
+        FlexHBTuner(str(recipe), SPACE, executor="submitit", executor_options={"cluster": "local"}, output_dir=str(tmp_path / "x"))
 
 
 @pytest.mark.slow
@@ -119,3 +122,42 @@ def test_des_trials_run_on_two_processes_and_resume(tmp_path, monkeypatch):
     assert res["best"] is not None and resumed
     assert sorted(resumed[0].measurements) == [1.0, 2.0]
     assert (out / "trials" / str(resumed[0].id) / "last.ckpt").is_dir()  # DES: one file per rank
+
+
+def test_an_existing_study_continues_only_with_its_settings(recipe, tmp_path):
+    out = str(tmp_path / "study")
+    kw = dict(min_budget=1, max_budget=3, eta=3, output_dir=out, seed=0)
+    FlexHBTuner(str(recipe), SPACE, method="hyperband", **kw)
+    FlexHBTuner(str(recipe), SPACE, method="hyperband", total_budget=99, n_workers=2, **kw)  # may grow, more workers
+    with pytest.raises(ValueError, match="other settings \\(method: 'hyperband' there, 'flexhb' now\\)"):
+        FlexHBTuner(str(recipe), SPACE, method="flexhb", **kw)
+    with pytest.raises(ValueError, match="max_budget: 3.0 there, 9.0 now"):
+        FlexHBTuner(str(recipe), SPACE, method="hyperband", **{**kw, "max_budget": 9})
+    recipe.write_text(recipe.read_text() + "\n# edited\n")
+    with pytest.raises(ValueError, match="recipe_sha256"):
+        FlexHBTuner(str(recipe), SPACE, method="hyperband", **kw)
+    with pytest.raises(FileExistsError, match="resume=True .* or overwrite=True"):
+        FlexHBTuner(str(recipe), SPACE, method="hyperband", resume=False, **kw)
+    fresh = FlexHBTuner(str(recipe), SPACE, method="flexhb", overwrite=True, **kw)
+    assert fresh.tuner.budget_used == 0 and json.loads((tmp_path / "study" / "settings.json").read_text())["method"] == "flexhb"
+    with pytest.raises(ValueError, match="max_budget=2.5 is not a whole number of epochs"):
+        FlexHBTuner(str(recipe), SPACE, min_budget=1, max_budget=2.5, output_dir=str(tmp_path / "y"))
+
+
+def test_failing_trials_are_recorded_and_the_study_goes_on(recipe, tmp_path):
+    space = {"model.init_args.sparse_lr": SPACE["model.init_args.sparse_lr"],
+             "model.init_args.sparse_optimizer": {"type": "categorical", "choices": ["adagrad", "nope"]}}
+    out = tmp_path / "failing"
+    tuner = FlexHBTuner(str(recipe), space, min_budget=1, max_budget=1, method="random", total_budget=6,
+                        output_dir=str(out), seed=0)
+    res = tuner.run()
+    bad = [tr for tr in tuner.tuner.trials if tr.config["model.init_args.sparse_optimizer"] == "nope"]
+    good = [tr for tr in tuner.tuner.trials if tr.config["model.init_args.sparse_optimizer"] == "adagrad"]
+    assert bad and good and len(tuner.tuner.trials) == 6
+    assert {f["id"] for f in res["failed"]} == {tr.id for tr in bad}
+    assert all("nope" in f["error"] for f in res["failed"])
+    assert res["best"]["config"]["model.init_args.sparse_optimizer"] == "adagrad"
+    assert "failed trial(s)" in tuner.table()
+    with pytest.raises(RuntimeError, match="trials failed \\(max_failed_trials=0\\)"):
+        FlexHBTuner(str(recipe), space, min_budget=1, max_budget=1, method="random", total_budget=6,
+                    output_dir=str(tmp_path / "strict"), seed=0, max_failed_trials=0).run()
