@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -62,6 +63,11 @@ def methods_for(cfg: dict) -> list[str]:
     return ["des", "auto", "table_wise", *extra, "ps"]
 
 
+def synthetic_spec(cfg: dict, num_rows: int) -> SyntheticSpec:
+    """Criteo-like batches for ``cfg``: 13 dense features, F fields of 1000 Zipf(1.2) ids, L ids each."""
+    return SyntheticSpec(num_rows=num_rows, num_dense=13, cardinalities=(1000,) * cfg["F"], multi_hot=cfg["L"], zipf=1.2, seed=0)
+
+
 def build(cfg: dict, schema):
     torch.manual_seed(0)
     cls = getattr(recsys, cfg["model"])
@@ -97,70 +103,89 @@ def wrap(module, method: str, env, global_batch: int):
     return plan
 
 
+def measure(cfg: dict, method: str, env, rank: int, world: int, data, spec, batch: int, warmup: int, steps: int,
+            probe: Callable[[], dict[str, int]] | None = None) -> dict | None:
+    """Train ``cfg`` with ``method`` for ``warmup + steps`` steps of ``batch`` samples per rank;
+    rank 0 returns the row (median step time, payload bytes per step by collective and tag,
+    summed over ranks), the other ranks None. ``probe`` (e.g. interface counters) is read on
+    every rank before and after the timed steps; its per-step deltas, summed over ranks, go in
+    ``row["probe"]``. Every rank must call it with the same arguments."""
+    module = build(cfg, spec.schema())
+    costs = operator_costs(module.net, world, batch * world)
+    common = 2 * (world - 1) * 4 * sum(
+        p.numel() for n, p in module.named_parameters() if ".embedding_bags." not in n and ".field_ops." not in n
+    )
+    try:
+        plan = wrap(module, method, env, batch * world)
+    except Exception as err:  # a TorchRec type the planner cannot place here: say so in the table
+        dist.barrier()
+        return {**cfg, "world": world, "method": method, "error": f"{type(err).__name__}: {str(err)[:200]}"} if rank == 0 else None
+    opt = module.configure_optimizers()
+    if rank == 0:
+        print(f"[{time.strftime('%H:%M:%S')}] N={world} {cfg} {method}", flush=True)
+    times, per_step, probed = [], [], {}
+    for s in range(warmup + steps):
+        idx = np.arange((s * world + rank) * batch, (s * world + rank + 1) * batch)
+        b = data.batch(idx, spec.fields)
+        if s == warmup and probe is not None:
+            dist.barrier()
+            probed = probe()
+        dist.barrier()
+        before = comm.snapshot()
+        t0 = time.perf_counter()
+        loss = F.binary_cross_entropy_with_logits(module(b.dense_features, b.sparse_features), b.labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        dist.barrier()
+        dt = time.perf_counter() - t0
+        after = comm.snapshot()
+        if s >= warmup:
+            times.append(dt)
+            per_step.append({k: v - before.get(k, 0) for k, v in after.items() if k.split(":")[0] != "barrier"})
+    if probe is not None:
+        probed = {k: (v - probed.get(k, 0)) / steps for k, v in probe().items()}
+    gathered = [None] * world
+    dist.all_gather_object(gathered, (per_step, probed, times))
+    if rank != 0:
+        return None
+    total: dict[str, float] = {}
+    for rank_steps, _, _ in gathered:
+        for st in rank_steps:
+            for k, v in st.items():
+                total[k] = total.get(k, 0) + v / len(rank_steps)
+    ids = sum(v for k, v in total.items() if k.endswith(":ids"))
+    changed = sum(v for k, v in total.items() if not k.endswith(":ids") and not k.startswith("broadcast"))
+    des_ops = sorted(plan.des_operators) if plan is not None else []
+    if method in ("des", "auto"):
+        analytic = common + sum(c.des_bytes if c.name in des_ops else c.table_wise_bytes for c in costs)
+    elif method == "table_wise":
+        analytic = common + sum(c.table_wise_bytes for c in costs)
+    else:
+        analytic = None
+    # a step ends when the slowest rank ends (the barrier): rank 0's times are the step times
+    med = statistics.median(times)
+    row = {**cfg, "world": world, "method": method, "des_operators": des_ops, "bytes": total,
+           "ids_bytes": ids, "changed_bytes": changed, "total_bytes": ids + changed,
+           "analytic_changed_bytes": analytic, "step_s": med, "samples_per_s": batch * world / med,
+           "step_s_all": times}
+    if probe is not None:
+        row["probe"] = [p for _, p, _ in gathered]
+    return row
+
+
 def worker(rank: int, world: int, grid: list[dict], batch: int, warmup: int, steps: int, out: str) -> None:
     from torchrec.distributed.types import ShardingEnv
 
     env = ShardingEnv.from_process_group(dist.group.WORLD)
     rows = []
     for cfg in grid:
-        spec = SyntheticSpec(num_rows=batch * world * (warmup + steps), num_dense=13, cardinalities=(1000,) * cfg["F"],
-                             multi_hot=cfg["L"], zipf=1.2, seed=0)
+        spec = synthetic_spec(cfg, batch * world * (warmup + steps))
         data = make_synthetic(spec)
-        schema = spec.schema()
         for method in methods_for(cfg):
-            module = build(cfg, schema)
-            costs = operator_costs(module.net, world, batch * world)
-            common = 2 * (world - 1) * 4 * sum(
-                p.numel() for n, p in module.named_parameters() if ".embedding_bags." not in n and ".field_ops." not in n
-            )
-            try:
-                plan = wrap(module, method, env, batch * world)
-            except Exception as err:  # a TorchRec type the planner cannot place here: say so in the table
-                rows.append({**cfg, "world": world, "method": method, "error": f"{type(err).__name__}: {str(err)[:200]}"})
-                dist.barrier()
-                continue
-            opt = module.configure_optimizers()
-            if rank == 0:
-                print(f"[{time.strftime('%H:%M:%S')}] N={world} {cfg} {method}", flush=True)
-            times, per_step = [], []
-            for s in range(warmup + steps):
-                idx = np.arange((s * world + rank) * batch, (s * world + rank + 1) * batch)
-                b = data.batch(idx, spec.fields)
-                dist.barrier()
-                before = comm.snapshot()
-                t0 = time.perf_counter()
-                loss = F.binary_cross_entropy_with_logits(module(b.dense_features, b.sparse_features), b.labels)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                dist.barrier()
-                dt = time.perf_counter() - t0
-                after = comm.snapshot()
-                if s >= warmup:
-                    times.append(dt)
-                    per_step.append({k: v - before.get(k, 0) for k, v in after.items() if k.split(":")[0] != "barrier"})
-            gathered = [None] * world
-            dist.all_gather_object(gathered, per_step)
-            if rank == 0:
-                total: dict[str, float] = {}
-                for rank_steps in gathered:
-                    for st in rank_steps:
-                        for k, v in st.items():
-                            total[k] = total.get(k, 0) + v / len(rank_steps)
-                ids = sum(v for k, v in total.items() if k.endswith(":ids"))
-                changed = sum(v for k, v in total.items() if not k.endswith(":ids") and not k.startswith("broadcast"))
-                des_ops = sorted(plan.des_operators) if plan is not None else []
-                if method in ("des", "auto"):
-                    analytic = common + sum(c.des_bytes if c.name in des_ops else c.table_wise_bytes for c in costs)
-                elif method == "table_wise":
-                    analytic = common + sum(c.table_wise_bytes for c in costs)
-                else:
-                    analytic = None
-                med = statistics.median(times)
-                rows.append({**cfg, "world": world, "method": method, "des_operators": des_ops, "bytes": total,
-                             "ids_bytes": ids, "changed_bytes": changed, "total_bytes": ids + changed,
-                             "analytic_changed_bytes": analytic, "step_s": med, "samples_per_s": batch * world / med})
-            del module, opt
+            row = measure(cfg, method, env, rank, world, data, spec, batch, warmup, steps)
+            if row is not None:
+                rows.append(row)
     if rank == 0:
         Path(out).write_text(json.dumps(rows))
 

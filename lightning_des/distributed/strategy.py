@@ -6,7 +6,9 @@ Instead of wrapping the LightningModule in DDP it shards ``module.net`` with
 :func:`~lightning_des.distributed.des_net.shard_des` (TorchRec planner + DES sharder;
 ``DistributedModelParallel`` DDP-wraps the replicated dense layers). Checkpoints are written
 with ``torch.distributed.checkpoint`` and resume at any world size
-(:mod:`lightning_des.distributed.checkpoint`); norm clipping uses the global norm over ranks.
+(:mod:`lightning_des.distributed.checkpoint`); norm clipping uses the global norm over ranks;
+on SLURM the requeue checkpoint is written at a step boundary all ranks agree on
+(:mod:`lightning_des.distributed.preemption`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from lightning_des.distributed import comm
 from lightning_des.distributed.collectives import Collective
 from lightning_des.distributed.des_net import DESPlan, shard_des
 from lightning_des.distributed.launch import cpu_threads_per_process
+from lightning_des.distributed.preemption import SyncedRequeue
 from lightning_des.distributed.substitution import OPERATORS, Mode
 
 log = logging.getLogger(__name__)
@@ -224,6 +227,21 @@ class DESStrategy(DDPStrategy):
     @override
     def configure_ddp(self) -> None:  # DMP wraps the dense part in DDP itself
         pass
+
+    # -- SLURM preemption ----------------------------------------------------------------
+    @override
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        # Lightning has registered its signal handlers by now (after setup); replace its
+        # requeue handler, which would save the collective checkpoint mid-step on each rank
+        trainer = self.lightning_module.trainer
+        self._requeue = SyncedRequeue(trainer) if SyncedRequeue.wanted(trainer) else None
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)
+        if getattr(self, "_requeue", None) is not None:
+            self._requeue.check(self.root_device)
 
     # -- checkpoints ---------------------------------------------------------------------
     @property

@@ -36,13 +36,13 @@ def _close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
 
 
 def equivalence(rank: int, world: int, model: str, sparse_optimizer: str, steps: int = 5, clip: float | None = None,
-                mode: str = "des", schema=None, **model_kw):
+                mode: str = "des", schema=None, collective: str = "auto", **model_kw):
     """DES vs a single-process reference on the same global batches: outputs, loss, every
     gradient that exists outside the fused kernels, and all parameters after ``steps`` steps."""
     data = make_synthetic(SPEC)
     ref, mod = (build(model, sparse_optimizer, schema=schema, **model_kw) for _ in range(2))
     env = ShardingEnv.from_process_group(dist.group.WORLD)
-    mod.net, plan = shard_des(mod.net, env, torch.device("cpu"), mod.sparse_optimizer_spec(), mode=mode)
+    mod.net, plan = shard_des(mod.net, env, torch.device("cpu"), mod.sparse_optimizer_spec(), mode=mode, collective=collective)
     load_full_state_dict(mod.net, {k[4:]: v for k, v in ref.state_dict().items() if k.startswith("net.")})
     opt_ref, opt = ref.configure_optimizers(), mod.configure_optimizers()
     ref_params = dict(ref.named_parameters())
@@ -106,22 +106,30 @@ def mixed_widths(rank: int, world: int) -> None:
         equivalence(rank, world, model, "adagrad", embedding_dims={"C1": 4, "C2": 12, "C3": 0, "C4": 16})
 
 
-def collective(rank: int, world: int) -> None:
-    """reduce_scatter_rows with uneven batch sizes against dense math."""
+def collective(rank: int, world: int, kind: str = "auto", sizes: tuple[int, ...] = (2, 3, 1)) -> None:
+    """reduce_scatter_rows (``kind``: the all-to-all path, or the native ``reduce_scatter_tensor``
+    that nccl uses, run here on gloo) against dense math."""
     from lightning_des.distributed.collectives import reduce_scatter_rows
 
-    sizes = [2, 3, 1][:world]
+    sizes = list(sizes)[:world]
     g = torch.Generator().manual_seed(0)
     xs = [torch.randn(sum(sizes), 5, generator=g) for _ in range(world)]  # every rank's partials
     up = torch.randn(sizes[rank], 5, generator=torch.Generator().manual_seed(100 + rank))
     x = xs[rank].clone().requires_grad_()
-    out = reduce_scatter_rows(x, sizes)
+    out = reduce_scatter_rows(x, sizes, kind)
     start = sum(sizes[:rank])
     _close(out, sum(xs)[start : start + sizes[rank]], "reduce-scatter output")
     (out * up).sum().backward()
     # d/dx_r of sum_q <out_q, up_q> = up_q on q's rows, averaged over the world (DDP convention)
     ups = [torch.randn(sizes[q], 5, generator=torch.Generator().manual_seed(100 + q)) for q in range(world)]
     _close(x.grad, torch.cat(ups) / world, "reduce-scatter gradient")
+
+
+def native_reduce_scatter_models(rank: int, world: int) -> None:
+    """The GPU path (``collective="reduce_scatter"``, what ``auto`` picks on nccl) through whole
+    DES models, on gloo: equal to the single-process reference."""
+    for model in ("FactorizationMachine", "DeepFM"):
+        equivalence(rank, world, model, "adagrad", steps=3, collective="reduce_scatter")
 
 
 def comm_bytes(rank: int, world: int, model: str, mode: str, result_file: str) -> None:

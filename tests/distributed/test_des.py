@@ -35,6 +35,13 @@ def test_reduce_scatter_rows_uneven_batches():
     spawn(des_workers.collective, 3)
 
 
+def test_native_reduce_scatter_branch_on_gloo():
+    """The nccl code path (native reduce_scatter_tensor, equal batches) cannot run here on a GPU;
+    gloo runs the same collective, so the branch is checked against dense math and in models."""
+    spawn(des_workers.collective, 3, "reduce_scatter", (2, 2, 2))
+    spawn(des_workers.native_reduce_scatter_models, 2)
+
+
 @pytest.mark.parametrize("model, world", [("WideAndDeep", 2), ("FactorizationMachine", 3)])
 def test_measured_bytes_match_analytic(model, world, tmp_path):
     """Partial-result traffic is exactly 2 (N-1) P B_global floats (fwd + bwd); TorchRec's
