@@ -12,7 +12,8 @@ c10d's static rendezvous on the bridge addresses (``GLOO_SOCKET_IFNAME=eth0``: g
 same synthetic Criteo-like batches as ``des_comm.py``.
 
 Per row: median step time over ``--steps`` steps after ``--warmup`` (a step ends when the slowest
-rank ends), samples/s, payload bytes per step counted by the ``counting`` backend (as in
+rank ends; the methods of a config take turns in ``--rounds`` rounds, so the slow drifts of a
+noisy 2-core machine hit them alike), samples/s, payload bytes per step counted by the ``counting`` backend (as in
 ``des_comm.py``) and *wire* bytes per step read from each node's
 ``/sys/class/net/eth0/statistics/tx_bytes`` (TCP/IP headers, gloo's own algorithms, the
 rendezvous store: what really crossed the link). ``network share`` = 1 - samples/s at this rate /
@@ -80,12 +81,12 @@ def _tx_probe() -> dict[str, int]:
     return {"tx_bytes": int((stats / "tx_bytes").read_text()), "rx_bytes": int((stats / "rx_bytes").read_text())}
 
 
-def worker(jobs_path: str, out_path: str, rate: str, batch: int, warmup: int, steps: int) -> None:
+def worker(jobs_path: str, out_path: str, rate: str, batch: int, warmup: int, steps: int, rounds: int) -> None:
     import torch
     import torch.distributed as dist
     from torchrec.distributed.types import ShardingEnv
 
-    from benchmarks.des_comm import measure, synthetic_spec
+    from benchmarks.des_comm import Measurement, synthetic_spec
     from lightning_des.data.synthetic import make_synthetic
     from lightning_des.distributed import comm
     from lightning_des.distributed.launch import cpu_threads_per_process
@@ -97,16 +98,26 @@ def worker(jobs_path: str, out_path: str, rate: str, batch: int, warmup: int, st
     torch.manual_seed(0)
     env = ShardingEnv.from_process_group(dist.group.WORLD)
     jobs = json.loads(Path(jobs_path).read_text())
-    for cfg_json, methods in itertools.groupby(jobs, key=lambda j: json.dumps(j["cfg"], sort_keys=True)):
+    per_round = -(-steps // rounds)
+    for cfg_json, group in itertools.groupby(jobs, key=lambda j: json.dumps(j["cfg"], sort_keys=True)):
         cfg = json.loads(cfg_json)
-        spec = synthetic_spec(cfg, batch * world * (warmup + steps))
+        spec = synthetic_spec(cfg, batch * world * (warmup + per_round * rounds))
         data = make_synthetic(spec)
-        for job in methods:
-            row = measure(cfg, job["method"], env, rank, world, data, spec, batch, warmup, steps, probe=_tx_probe)
+        runs = [Measurement(cfg, job["method"], env, rank, world, spec, batch) for job in group]
+        if rank == 0:
+            print(f"[{time.strftime('%H:%M:%S')}] N={world} {rate} {cfg} {[m.method for m in runs]}", flush=True)
+        for m in runs:
+            m.steps(data, 0, warmup, timed=False)
+        for r in range(rounds):  # the methods take turns, so drifts of a noisy machine hit them alike
+            for m in runs:
+                m.steps(data, warmup + r * per_round, per_round, probe=_tx_probe)
+        for m in runs:
+            row = m.row()
             if row is not None:
-                row.update(rate=rate, batch=batch, steps=steps)
+                row.update(rate=rate, batch=batch, steps=per_round * rounds, rounds=rounds)
                 with open(out_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
+        del runs
     dist.barrier()
     dist.destroy_process_group()
     sys.stdout.flush()
@@ -126,7 +137,7 @@ def launch(cluster, rate: str, jobs: list[dict], out: Path, a: argparse.Namespac
             cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={n}", "--nproc_per_node=1", f"--node_rank={i}",
                    f"--master_addr={cluster.addr(0)}", f"--master_port={port}", str(Path(__file__).resolve()), "--worker",
                    "--jobs", str(jobs_path), "--out", str(out), "--rate", rate, "--batch", str(a.batch),
-                   "--warmup", str(a.warmup), "--steps", str(a.steps)]
+                   "--warmup", str(a.warmup), "--steps", str(a.steps), "--rounds", str(a.rounds)]
             procs.append((i, cluster.popen(i, cmd, env=env, log=Path(tmp) / f"node{i}.log")))
         deadline = time.time() + a.timeout
         for i, p in procs:
@@ -247,14 +258,18 @@ def plot(summary: list[dict], methods: list[str], path: Path) -> bool:
         for m in methods:
             y = [s.get(f"sps_{m}") for s in pts]
             if any(v is not None for v in y):
-                ax.plot([a for a, v in zip(x, y) if v is not None], [v for v in y if v is not None], marker="o", label=m)
+                ax.plot([a for a, v in zip(x, y) if v is not None], [v for v in y if v is not None], marker="o",
+                        color=f"C{METHODS.index(m)}", label=m)
         ax.set_xticks(range(len(RATES)), RATES[::-1], fontsize=7)
         ax.set_yscale("log")
         ax.set_title(f"N={n} {model} F={f}", fontsize=9)
         ax.set_ylabel("samples/s", fontsize=8)
     for ax in list(axes.flat)[len(cfgs):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    from matplotlib.lines import Line2D
+
+    fig.legend([Line2D([], [], color=f"C{METHODS.index(m)}", marker="o") for m in methods], methods, loc="lower right",
+               fontsize=8, ncol=2)
     fig.suptitle("samples/s vs per-node egress bandwidth (tc tbf, network namespaces, 2 CPU cores)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -272,6 +287,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64, help="samples per rank per step")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=4, help="the methods of a config take turns: steps/rounds timed steps each per round")
     p.add_argument("--timeout", type=float, default=3600, help="seconds one (N, rate) launch may take")
     p.add_argument("--cache", default=str(RESULTS / "des_cluster.jsonl"))
     p.add_argument("--fresh", action="store_true", help="forget the cached rows")
@@ -285,7 +301,7 @@ def main() -> None:
     p.add_argument("--rate", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
-        worker(a.jobs, a.out, a.rate, a.batch, a.warmup, a.steps)
+        worker(a.jobs, a.out, a.rate, a.batch, a.warmup, a.steps, a.rounds)
         return
     cache = Path(a.cache)
     if a.fresh and cache.exists():

@@ -103,75 +103,102 @@ def wrap(module, method: str, env, global_batch: int):
     return plan
 
 
-def measure(cfg: dict, method: str, env, rank: int, world: int, data, spec, batch: int, warmup: int, steps: int,
-            probe: Callable[[], dict[str, int]] | None = None) -> dict | None:
-    """Train ``cfg`` with ``method`` for ``warmup + steps`` steps of ``batch`` samples per rank;
-    rank 0 returns the row (median step time, payload bytes per step by collective and tag,
-    summed over ranks), the other ranks None. ``probe`` (e.g. interface counters) is read on
-    every rank before and after the timed steps; its per-step deltas, summed over ranks, go in
-    ``row["probe"]``. Every rank must call it with the same arguments."""
-    module = build(cfg, spec.schema())
-    costs = operator_costs(module.net, world, batch * world)
-    common = 2 * (world - 1) * 4 * sum(
-        p.numel() for n, p in module.named_parameters() if ".embedding_bags." not in n and ".field_ops." not in n
-    )
-    try:
-        plan = wrap(module, method, env, batch * world)
-    except Exception as err:  # a TorchRec type the planner cannot place here: say so in the table
-        dist.barrier()
-        return {**cfg, "world": world, "method": method, "error": f"{type(err).__name__}: {str(err)[:200]}"} if rank == 0 else None
-    opt = module.configure_optimizers()
-    if rank == 0:
-        print(f"[{time.strftime('%H:%M:%S')}] N={world} {cfg} {method}", flush=True)
-    times, per_step, probed = [], [], {}
-    for s in range(warmup + steps):
-        idx = np.arange((s * world + rank) * batch, (s * world + rank + 1) * batch)
-        b = data.batch(idx, spec.fields)
-        if s == warmup and probe is not None:
+class Measurement:
+    """One (config, method) on this rank: the model built and wrapped, then timed steps taken in
+    one or several calls to :meth:`steps` (several methods can be interleaved round by round, so
+    slow drifts of a noisy machine hit them alike); :meth:`row` summarises (collective)."""
+
+    def __init__(self, cfg: dict, method: str, env, rank: int, world: int, spec, batch: int) -> None:
+        self.cfg, self.method, self.rank, self.world, self.spec, self.batch = cfg, method, rank, world, spec, batch
+        self.module = build(cfg, spec.schema())
+        self.costs = operator_costs(self.module.net, world, batch * world)
+        self.common = 2 * (world - 1) * 4 * sum(
+            p.numel() for n, p in self.module.named_parameters() if ".embedding_bags." not in n and ".field_ops." not in n
+        )
+        self.error: str | None = None
+        try:
+            self.plan = wrap(self.module, method, env, batch * world)
+        except Exception as err:  # a TorchRec type the planner cannot place here: say so in the table
+            self.error = f"{type(err).__name__}: {str(err)[:200]}"
             dist.barrier()
-            probed = probe()
-        dist.barrier()
-        before = comm.snapshot()
-        t0 = time.perf_counter()
-        loss = F.binary_cross_entropy_with_logits(module(b.dense_features, b.sparse_features), b.labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        dist.barrier()
-        dt = time.perf_counter() - t0
-        after = comm.snapshot()
-        if s >= warmup:
-            times.append(dt)
-            per_step.append({k: v - before.get(k, 0) for k, v in after.items() if k.split(":")[0] != "barrier"})
-    if probe is not None:
-        probed = {k: (v - probed.get(k, 0)) / steps for k, v in probe().items()}
-    gathered = [None] * world
-    dist.all_gather_object(gathered, (per_step, probed, times))
-    if rank != 0:
-        return None
-    total: dict[str, float] = {}
-    for rank_steps, _, _ in gathered:
-        for st in rank_steps:
-            for k, v in st.items():
-                total[k] = total.get(k, 0) + v / len(rank_steps)
-    ids = sum(v for k, v in total.items() if k.endswith(":ids"))
-    changed = sum(v for k, v in total.items() if not k.endswith(":ids") and not k.startswith("broadcast"))
-    des_ops = sorted(plan.des_operators) if plan is not None else []
-    if method in ("des", "auto"):
-        analytic = common + sum(c.des_bytes if c.name in des_ops else c.table_wise_bytes for c in costs)
-    elif method == "table_wise":
-        analytic = common + sum(c.table_wise_bytes for c in costs)
-    else:
-        analytic = None
-    # a step ends when the slowest rank ends (the barrier): rank 0's times are the step times
-    med = statistics.median(times)
-    row = {**cfg, "world": world, "method": method, "des_operators": des_ops, "bytes": total,
-           "ids_bytes": ids, "changed_bytes": changed, "total_bytes": ids + changed,
-           "analytic_changed_bytes": analytic, "step_s": med, "samples_per_s": batch * world / med,
-           "step_s_all": times}
-    if probe is not None:
-        row["probe"] = [p for _, p, _ in gathered]
-    return row
+            return
+        self.opt = self.module.configure_optimizers()
+        self.times: list[float] = []
+        self.per_step: list[dict[str, int]] = []
+        self.probed: dict[str, float] = {}
+
+    def steps(self, data, first: int, n: int, timed: bool = True, probe: Callable[[], dict[str, int]] | None = None) -> None:
+        """Train global steps ``first .. first + n - 1`` (every method sees the same batches);
+        ``timed=False`` for warm-up. ``probe`` counters are read around the timed steps."""
+        if self.error is not None:
+            return
+        world, rank, batch = self.world, self.rank, self.batch
+        if timed and probe is not None:
+            dist.barrier()
+            before_probe = probe()
+        for s in range(first, first + n):
+            idx = np.arange((s * world + rank) * batch, (s * world + rank + 1) * batch)
+            b = data.batch(idx, self.spec.fields)
+            dist.barrier()
+            before = comm.snapshot()
+            t0 = time.perf_counter()
+            loss = F.binary_cross_entropy_with_logits(self.module(b.dense_features, b.sparse_features), b.labels)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            dist.barrier()
+            dt = time.perf_counter() - t0
+            after = comm.snapshot()
+            if timed:
+                self.times.append(dt)
+                self.per_step.append({k: v - before.get(k, 0) for k, v in after.items() if k.split(":")[0] != "barrier"})
+        if timed and probe is not None:
+            for k, v in probe().items():
+                self.probed[k] = self.probed.get(k, 0) + v - before_probe[k]
+
+    def row(self) -> dict | None:
+        """Collective; rank 0 gets the row (median step time, payload bytes per step by
+        collective and tag summed over ranks, probe deltas per step per rank), others None."""
+        if self.error is not None:
+            return {**self.cfg, "world": self.world, "method": self.method, "error": self.error} if self.rank == 0 else None
+        probed = {k: v / len(self.times) for k, v in self.probed.items()}
+        gathered = [None] * self.world
+        dist.all_gather_object(gathered, (self.per_step, probed))
+        if self.rank != 0:
+            return None
+        total: dict[str, float] = {}
+        for rank_steps, _ in gathered:
+            for st in rank_steps:
+                for k, v in st.items():
+                    total[k] = total.get(k, 0) + v / len(rank_steps)
+        ids = sum(v for k, v in total.items() if k.endswith(":ids"))
+        changed = sum(v for k, v in total.items() if not k.endswith(":ids") and not k.startswith("broadcast"))
+        des_ops = sorted(self.plan.des_operators) if self.plan is not None else []
+        if self.method in ("des", "auto"):
+            analytic = self.common + sum(c.des_bytes if c.name in des_ops else c.table_wise_bytes for c in self.costs)
+        elif self.method == "table_wise":
+            analytic = self.common + sum(c.table_wise_bytes for c in self.costs)
+        else:
+            analytic = None
+        # a step ends when the slowest rank ends (the barrier): rank 0's times are the step times
+        med = statistics.median(self.times)
+        row = {**self.cfg, "world": self.world, "method": self.method, "des_operators": des_ops, "bytes": total,
+               "ids_bytes": ids, "changed_bytes": changed, "total_bytes": ids + changed,
+               "analytic_changed_bytes": analytic, "step_s": med, "samples_per_s": self.batch * self.world / med,
+               "step_s_all": self.times}
+        if self.probed:
+            row["probe"] = [p for _, p in gathered]
+        return row
+
+
+def measure(cfg: dict, method: str, env, rank: int, world: int, data, spec, batch: int, warmup: int, steps: int) -> dict | None:
+    """One method alone: ``warmup`` untimed then ``steps`` timed steps (see :class:`Measurement`)."""
+    m = Measurement(cfg, method, env, rank, world, spec, batch)
+    if rank == 0 and m.error is None:
+        print(f"[{time.strftime('%H:%M:%S')}] N={world} {cfg} {method}", flush=True)
+    m.steps(data, 0, warmup, timed=False)
+    m.steps(data, warmup, steps)
+    return m.row()
 
 
 def worker(rank: int, world: int, grid: list[dict], batch: int, warmup: int, steps: int, out: str) -> None:

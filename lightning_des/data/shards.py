@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -294,7 +294,7 @@ class ResumableLoader(DataLoader):
     """
 
     def __init__(self, dataset: ShardedCTRDataset, sampler: ShardBatchSampler, position_fn: Callable[[], tuple[int, int]],
-                 **kwargs) -> None:  # noqa: D107
+                 **kwargs: Any) -> None:  # noqa: D107
         super().__init__(dataset, sampler=sampler, **kwargs)
         self.position_fn = position_fn
 
