@@ -210,3 +210,28 @@ def test_budget_guarantee_at_the_edges(candidates, method):
     with pytest.raises(ValueError, match="below the smallest feasible assignment"):
         fit_to_budget(space.largest(), space, minimum - 1, util)
     assert fit_to_budget((0, 0, 0), space, minimum, util) == space.smallest() or candidates[0] > 0
+
+
+def test_mixed_dimension_baseline_follows_dlrm_and_fits_the_budget():
+    from lightning_des.search.baselines import md_widths, mixed_dimension_choice
+
+    n = [10, 100, 1000, 5000]
+    d = md_widths(n, 20000, 0.3)
+    assert sum(a * b for a, b in zip(n, d)) == pytest.approx(20000)  # DLRM's lambda: exactly B unrounded
+    assert d[0] / d[2] == pytest.approx((1000 / 10) ** 0.3)  # d ~ n^-alpha
+    space = SizeSpace(("a", "b", "c", "e"), n, (0, 2, 4, 8, 16, 32, 64))
+    for budget, alpha in ((20000, 0.3), (3000, 0.5), (100000, 0.1), (500, 0.3)):
+        got = mixed_dimension_choice(space, budget, alpha)
+        assert space.params(got) <= budget and space.keeps_a_field(got)
+        widths = space.widths(got)
+        assert widths == sorted(widths, reverse=True)  # more rows, never a wider embedding
+        # reference: the last rounded assignment that fits on a dense grid of lambda scales
+        fits = [c for c in (tuple(min(range(7), key=lambda i: (abs(space.candidates[i] - w), space.candidates[i]))
+                                  for w in md_widths(n, s, alpha)) for s in np.linspace(1, 40 * budget, 40000))
+                if space.params(c) <= budget]
+        assert got == fits[-1]
+    assert space.widths(mixed_dimension_choice(space, 6115 * 4, 0.0)) == [4, 4, 4, 4]  # alpha 0: uniform
+    with pytest.raises(ValueError, match="below the smallest feasible assignment"):
+        mixed_dimension_choice(space, 10, 0.3)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        md_widths(n, 100, 1.5)
