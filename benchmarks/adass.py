@@ -54,20 +54,22 @@ def fit_and_test(dataset: str, seed: int, extra: list[str]) -> dict:
 
 
 def train_supernet(dataset: str, seed: int, sampler: str):
-    from lightning_des.adass import supernet_trainer
+    from lightning_des.adass import SupernetOptions
+    from lightning_des.adass.pipeline import supernet_trainer
     from lightning_des.callbacks import AdaSSupernetCallback
     from lightning_des.cli import cli_main
 
     cli = cli_main(["--config", str(recipe(dataset)), "--seed_everything", str(seed)], run=False)
-    trainer = supernet_trainer(SUPERNET_EPOCHS, [AdaSSupernetCallback(sampler=sampler, seed=seed)])
+    trainer = supernet_trainer(SUPERNET_EPOCHS, [AdaSSupernetCallback(SupernetOptions(sampler=sampler), seed=seed)])
     t0 = time.perf_counter()
     trainer.fit(cli.model, cli.datamodule)
     return cli.model, cli.datamodule, time.perf_counter() - t0
 
 
 def run(dataset: str, seed: int, out: Path, done: set) -> None:
-    from lightning_des.callbacks.adass import search_with_supernet, write_sizes
-    from lightning_des.search.evaluate import SupernetEvaluator
+    from lightning_des.adass import SearchOptions
+    from lightning_des.adass.callbacks import search_with_supernet, write_sizes
+    from lightning_des.adass.evaluate import SupernetEvaluator
 
     def emit(row: dict) -> None:
         row = {"dataset": dataset, "seed": seed, **row}
@@ -88,11 +90,10 @@ def run(dataset: str, seed: int, out: Path, done: set) -> None:
         model, dm, supernet_s = train_supernet(dataset, seed, sampler)
         evaluator = SupernetEvaluator(model.net, dm.val_dataloader())
         for name, method, penalty, budget in todo:
-            kw = {}
+            opts = SearchOptions(budget=budget, reference_dim=16, method=method, penalty=penalty, samples_per_iteration=8)
             if method == "random":  # the same number of supernet evaluations as AdaS&S used
-                kw["iterations"] = math.ceil(adass_evals[budget] / 8)
-            r = search_with_supernet(model, None, budget=budget, reference_dim=16, method=method, penalty=penalty, seed=seed,
-                                     evaluator=evaluator, samples_per_iteration=8, **kw)
+                opts.iterations = math.ceil(adass_evals[budget] / 8)
+            r = search_with_supernet(model, None, opts, seed=seed, evaluator=evaluator)
             if name == "adass":
                 adass_evals[budget] = r.evaluations
             with tempfile.TemporaryDirectory() as tmp:

@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int | None:
     if argv[0] == "poem":
         return poem_main(argv[1:])
     if argv[0] == "search":
-        from lightning_des.adass import search_main
+        from lightning_des.adass.pipeline import search_main
 
         return search_main(argv[1:])
     cli_main(argv)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol")
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED")
 
 
 def missing() -> list[str]:
@@ -141,11 +142,19 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP Over
         out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True, env=self.env, check=True)
         return dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
 
-    def wait(self, job_id: int, timeout: float = 600, until=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")) -> dict[str, str]:
+    def logs(self, chars: int = 3000) -> str:
+        """The ends of slurmctld's and slurmd's logs (for failure messages)."""
+        out = []
+        for name in ("slurmctld.log", "slurmd.log"):
+            p = self.root / "log" / name
+            out.append(f"--- {name} ---\n" + (p.read_text()[-chars:] if p.exists() else "(none)"))
+        return "\n".join(out)
+
+    def wait(self, job_id: int, timeout: float = 600) -> dict[str, str]:
         deadline = time.time() + timeout
         while time.time() < deadline:
             info = self.job(job_id)
-            if info["JobState"] in until:
+            if info["JobState"] in TERMINAL:
                 return info
             time.sleep(1)
         raise TimeoutError(f"job {job_id} still {self.job(job_id)['JobState']} after {timeout} s")

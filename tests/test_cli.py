@@ -10,7 +10,7 @@ from lightning_des.cli import cli_main, main
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
-ADASS = [r for r in RECIPES if r.stem.startswith("adass_")]  # `lightning-des search` configs (tests/search)
+ADASS = [r for r in RECIPES if r.stem.startswith("adass_")]  # `lightning-des search` configs (tests/adass)
 TUNE = [r for r in RECIPES if r.stem.startswith("tune_")]  # `lightning-des tune` configs (tests/tuner)
 POETRY = [r for r in RECIPES if r.stem.startswith("poetry_")]  # tests/poetry (small corpus slices)
 NMT = [r for r in RECIPES if r.stem.startswith("nmt_")]  # tests/nmt (a toy corpus)

@@ -11,7 +11,7 @@ from torchmetrics.functional.classification import binary_auroc
 from torchrec.datasets.utils import Batch
 
 from lightning_des.models.recsys.nets import RecsysNet, SumOverFieldsHead
-from lightning_des.search.supernet import SupernetEmbedding
+from lightning_des.adass.supernet import SupernetEmbedding
 
 
 class SupernetEvaluator:

@@ -13,47 +13,17 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger
 
-from lightning_des.callbacks.adass import AdaSSearchCallback, AdaSSupernetCallback
-from lightning_des.search.space import DEFAULT_CANDIDATES
+from lightning_des.adass.callbacks import AdaSSearchCallback, AdaSSupernetCallback
+from lightning_des.adass.options import SearchOptions, SupernetOptions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SupernetConfig:
-    """Supernet training (see :class:`AdaSSupernetCallback`)."""
-
-    candidates: list[int] = field(default_factory=lambda: list(DEFAULT_CANDIDATES))
-    sampler: Literal["adaptive", "uniform"] = "adaptive"
-    max_epochs: int = 15
-    warmup_steps: int = 50
-    tau: float = 1.0
-    beta: float = 1.0
-    rho: float = 0.5
-    epsilon: float = 0.2
-    gamma: float = 1.0
-
-
-@dataclass
-class SearchConfig:
-    """The size search (see :class:`AdaSSearchCallback`)."""
-
-    budget: float | None = 0.8
-    reference_dim: int | None = None
-    budget_params: int | None = None
-    method: Literal["reinforce", "random"] = "reinforce"
-    penalty: float = 0.01
-    iterations: int = 300
-    samples_per_iteration: int = 8
-    lr: float = 0.3
-    baseline_decay: float = 0.9
 
 
 def supernet_trainer(max_epochs: int, callbacks: list, logger: Any = False, progress_bar: bool = False) -> pl.Trainer:
@@ -71,8 +41,8 @@ def run_adass(
     recipe: str,
     output_dir: str = "lightning_logs/adass",
     seed: int = 0,
-    supernet: SupernetConfig | None = None,
-    search: SearchConfig | None = None,
+    supernet: SupernetOptions | None = None,
+    search: SearchOptions | None = None,
     retrain: bool = True,
     progress_bar: bool = True,
 ) -> dict[str, Any]:
@@ -94,7 +64,7 @@ def run_adass(
     """
     from lightning_des.recipes import cli_main
 
-    supernet, search = supernet or SupernetConfig(), search or SearchConfig()
+    supernet, search = supernet or SupernetOptions(), search or SearchOptions()
     path = Path(recipe)
     if not path.is_file():
         raise FileNotFoundError(f"AdaS&S recipe {recipe!r} not found")
@@ -104,9 +74,8 @@ def run_adass(
 
     # 1. supernet: the recipe's model and data, a fixed number of epochs, no early stopping
     cli = cli_main(_fit_args(path, seed, out / "supernet", quiet), run=False)
-    sn = asdict(supernet)
-    sup_cb = AdaSSupernetCallback(sn.pop("candidates"), sn.pop("sampler"), seed=seed, **{k: v for k, v in sn.items() if k != "max_epochs"})
-    search_cb = AdaSSearchCallback(seed=seed, output=str(out / "adass_sizes.yaml"), **asdict(search))
+    sup_cb = AdaSSupernetCallback(supernet, seed=seed)
+    search_cb = AdaSSearchCallback(search, seed=seed, output=str(out / "adass_sizes.yaml"))
     trainer = supernet_trainer(supernet.max_epochs, [sup_cb, search_cb], CSVLogger(out, name="supernet"), progress_bar)
     t0 = time.perf_counter()
     trainer.fit(cli.model, cli.datamodule)

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from lightning_des.search.controller import ReinforceController
-from lightning_des.search.penalty import ResourcePenalty
-from lightning_des.search.space import SizeSpace
+from lightning_des.adass.controller import ReinforceController
+from lightning_des.adass.options import SearchOptions
+from lightning_des.adass.penalty import ResourcePenalty
+from lightning_des.adass.space import SizeSpace
 
 Choice = tuple[int, ...]
-Method = Literal["reinforce", "random"]
 
 
 class _Scores:
@@ -93,16 +93,12 @@ def search_sizes(
     evaluate: Callable[[Choice], float],
     space: SizeSpace,
     budget: int,
-    method: Method = "reinforce",
-    penalty: float = 0.01,
-    iterations: int = 300,
-    samples_per_iteration: int = 8,
-    lr: float = 0.3,
-    baseline_decay: float = 0.9,
+    options: SearchOptions | None = None,
     seed: int = 0,
 ) -> SearchResult:
     """Search one width per field that maximises ``evaluate(choice)`` (validation AUC of the
-    sub-network) within ``budget`` embedding parameters.
+    sub-network) within ``budget`` embedding parameters (``options.budget*`` are not read here:
+    :meth:`SearchOptions.resolve_budget` turns them into ``budget``).
 
     ``reinforce``: the controller samples ``samples_per_iteration`` choices per iteration,
     rewarded per field with ``score - penalty_f`` (:class:`ResourcePenalty`, strength
@@ -111,13 +107,13 @@ def search_sizes(
     (shrunk into the budget by :func:`fit_to_budget` if it is over: the no-penalty ablation
     relies on that), ``random`` the best-scoring choice it evaluated; neither exceeds
     ``budget`` and both keep at least one field. A budget below
-    :meth:`SizeSpace.min_params` raises ``ValueError`` giving the minimum. Returning the mode rather than the best of ~800 scored choices avoids
-    picking the choice that fits the supernet's validation noise best.
+    :meth:`SizeSpace.min_params` raises ``ValueError`` giving the minimum. Returning the mode
+    rather than the best of ~800 scored choices avoids picking the choice that fits the
+    supernet's validation noise best.
     """
-    if method not in ("reinforce", "random"):
-        raise ValueError(f"method must be 'reinforce' or 'random', got {method!r}")
-    if iterations < 1 or samples_per_iteration < 1:
-        raise ValueError("iterations and samples_per_iteration must be >= 1")
+    o = options or SearchOptions()
+    method, penalty, iterations, samples_per_iteration = o.method, o.penalty, o.iterations, o.samples_per_iteration
+    lr, baseline_decay = o.lr, o.baseline_decay
     check_budget(space, budget)
     t0 = time.perf_counter()
     score = _Scores(evaluate)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
-from lightning_des.search.space import SizeSpace
+from lightning_des.adass.space import SizeSpace
 
 
 class SupernetEmbedding(nn.Module):

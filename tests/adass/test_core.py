@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from lightning_des.data.synthetic import SyntheticSpec, make_synthetic
-from lightning_des.search import (
+from lightning_des.adass import (
+    SearchOptions,
     AdaptiveSampler,
     ReinforceController,
     ResourcePenalty,
@@ -88,7 +89,7 @@ def test_search_meets_budget_and_beats_random_search():
         w = np.random.default_rng(seed).random(8) * 0.01
         util, opt = _utility(w), _optimum(w, budget)
         for method in regret:
-            r = search_sizes(util, SPACE, budget, method=method, iterations=300, seed=seed)
+            r = search_sizes(util, SPACE, budget, SearchOptions(method=method, iterations=300), seed=seed)
             assert r.params == SPACE.params(r.choice) <= budget and r.score == pytest.approx(util(r.choice))
             regret[method].append(opt - r.score)
     assert min(regret["reinforce"] + regret["random"]) >= -1e-12  # the optimum is an upper bound
@@ -98,7 +99,7 @@ def test_search_meets_budget_and_beats_random_search():
 def test_no_penalty_search_is_shrunk_into_budget():
     util = _utility([0.01] * 8)  # monotone: without a penalty the policy goes to the largest sizes
     budget = SPACE.uniform_params(4)
-    r = search_sizes(util, SPACE, budget, penalty=0.0, iterations=50, seed=0)
+    r = search_sizes(util, SPACE, budget, SearchOptions(penalty=0.0, iterations=50), seed=0)
     assert r.params <= budget
     assert fit_to_budget(SPACE.largest(), SPACE, budget, util) == r.choice or r.params <= budget
 
@@ -203,9 +204,9 @@ def test_budget_guarantee_at_the_edges(candidates, method):
     assert minimum == (7 * 2 if candidates[0] == 0 else 87 * 2)
     util = lambda c: sum(space.widths(c)) / 100  # noqa: E731  (more width scores better)
     with pytest.raises(ValueError, match=rf"below the smallest feasible assignment: {minimum} parameters"):
-        search_sizes(util, space, minimum - 1, method=method, iterations=5)
+        search_sizes(util, space, minimum - 1, SearchOptions(method=method, iterations=5))
     for budget in (minimum, minimum + 20, space.params(space.largest())):
-        r = search_sizes(util, space, budget, method=method, iterations=20, seed=1)
+        r = search_sizes(util, space, budget, SearchOptions(method=method, iterations=20), seed=1)
         assert r.params <= budget and any(w > 0 for w in r.sizes.values()), (budget, r.sizes)
     with pytest.raises(ValueError, match="below the smallest feasible assignment"):
         fit_to_budget(space.largest(), space, minimum - 1, util)
@@ -213,7 +214,7 @@ def test_budget_guarantee_at_the_edges(candidates, method):
 
 
 def test_mixed_dimension_baseline_follows_dlrm_and_fits_the_budget():
-    from lightning_des.search.baselines import md_widths, mixed_dimension_choice
+    from lightning_des.adass.baselines import md_widths, mixed_dimension_choice
 
     n = [10, 100, 1000, 5000]
     d = md_widths(n, 20000, 0.3)

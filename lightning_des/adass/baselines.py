@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from lightning_des.search.search import check_budget
-from lightning_des.search.space import SizeSpace
+from lightning_des.adass.search import check_budget
+from lightning_des.adass.space import SizeSpace
 
 
 def md_widths(cardinalities: Sequence[int], budget: float, alpha: float) -> list[float]:

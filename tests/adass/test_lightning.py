@@ -13,9 +13,9 @@ from lightning_des.callbacks import AdaSSearchCallback, AdaSSupernetCallback
 from lightning_des.cli import main
 from lightning_des.data.modules import SyntheticCTRDataModule
 from lightning_des.models.recsys import DLRM, DeepFM, LogisticRegression
-from lightning_des.search import SupernetEmbedding
-from lightning_des.search.evaluate import SupernetEvaluator
-from lightning_des.adass import search_parser
+from lightning_des.adass import SearchOptions, SupernetEmbedding, SupernetOptions
+from lightning_des.adass.evaluate import SupernetEvaluator
+from lightning_des.adass.pipeline import search_parser
 from tests.test_cli import ADASS, ROOT, run_cli
 
 
@@ -32,8 +32,8 @@ def test_supernet_and_search_callbacks(tmp_path):
     pl.seed_everything(0)
     dm = _data()
     model = DeepFM(dm.schema, embedding_dim=8, hidden=[16])
-    sup = AdaSSupernetCallback(candidates=(0, 2, 4, 8), warmup_steps=3, seed=0)
-    search = AdaSSearchCallback(budget=0.5, iterations=20, output=str(tmp_path / "sizes.yaml"))
+    sup = AdaSSupernetCallback(SupernetOptions(candidates=[0, 2, 4, 8], warmup_steps=3), seed=0)
+    search = AdaSSearchCallback(SearchOptions(budget=0.5, iterations=20), output=str(tmp_path / "sizes.yaml"))
     trainer = _trainer(tmp_path, [sup, search])
     trainer.fit(model, dm)
     assert isinstance(model.net.deep, SupernetEmbedding) and "val_auc" in trainer.callback_metrics
@@ -51,7 +51,7 @@ def test_supernet_and_search_callbacks(tmp_path):
     assert dims == {f: d for f, d in r.sizes.items() if d > 0}
     # sampler state survives a checkpoint round trip
     state = sup.state_dict()
-    fresh = AdaSSupernetCallback(candidates=(0, 2, 4, 8))
+    fresh = AdaSSupernetCallback(SupernetOptions(candidates=[0, 2, 4, 8]))
     fresh.load_state_dict(state)
     fresh.setup(trainer, model, "fit")
     assert torch.equal(fresh.sampler.counts, sup.sampler.counts) and fresh.sampler.steps == sup.sampler.steps
@@ -63,7 +63,7 @@ def test_evaluator_matches_the_model_forward():
     dm = _data()
     dm.setup()
     model = DeepFM(dm.schema, embedding_dim=8, hidden=[16], dropout=0.3)
-    space_cb = AdaSSupernetCallback(candidates=(0, 2, 8))
+    space_cb = AdaSSupernetCallback(SupernetOptions(candidates=[0, 2, 8]))
     space_cb.setup(_trainer(None, []), model, "fit")
     batches = list(dm.val_dataloader())
     ev = SupernetEvaluator(model.net, batches)
@@ -83,7 +83,7 @@ def test_supernet_rejects_models_without_sizable_sum_over_fields(cls, tmp_path):
     with pytest.raises(MisconfigurationException, match="searches the embedding widths of FM, DNN, WideAndDeep or DeepFM"):
         _trainer(tmp_path, [AdaSSupernetCallback()], max_steps=1).fit(model, dm)
     with pytest.raises(ValueError, match="sampler must be 'adaptive' or 'uniform'"):
-        AdaSSupernetCallback(sampler="greedy")
+        SupernetOptions(sampler="greedy")
 
 
 @pytest.mark.parametrize("recipe", ADASS, ids=lambda p: p.stem)

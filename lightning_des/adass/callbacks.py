@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import yaml
@@ -24,16 +24,12 @@ from typing_extensions import override
 
 from lightning_des.models.recsys.module import CTRModule
 from lightning_des.models.recsys.nets import SumOverFieldsHead
-from lightning_des.search import (
-    DEFAULT_CANDIDATES,
-    AdaptiveSampler,
-    SearchResult,
-    SizeSpace,
-    SupernetEmbedding,
-    UniformSampler,
-    search_sizes,
-)
-from lightning_des.search.evaluate import SupernetEvaluator
+from lightning_des.adass.evaluate import SupernetEvaluator
+from lightning_des.adass.options import SearchOptions, SupernetOptions
+from lightning_des.adass.sampler import AdaptiveSampler, UniformSampler
+from lightning_des.adass.search import SearchResult, search_sizes
+from lightning_des.adass.space import SizeSpace
+from lightning_des.adass.supernet import SupernetEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +43,12 @@ def _supernet(pl_module: pl.LightningModule) -> SupernetEmbedding:
 
 class AdaSSupernetCallback(Callback):
     """Turn a recsys module's deep embeddings into the AdaS&S supernet for ``fit`` and draw a
-    sub-network per sample at every step (:mod:`lightning_des.search.sampler`).
+    sub-network per sample at every step (:mod:`lightning_des.adass.sampler`).
 
     Args:
-        candidates: candidate widths per field (ascending; 0 drops the field).
-        sampler: ``"adaptive"`` (Adaptive Sampling) or ``"uniform"`` (the ablation).
-        warmup_steps, tau, beta, rho, epsilon, gamma: :class:`AdaptiveSampler` settings.
+        options: candidates, sampler and its settings (:class:`SupernetOptions`; its
+            ``max_epochs`` is for :func:`~lightning_des.adass.pipeline.run_adass`, the
+            callback trains for as long as the trainer does).
         seed: sampler seed.
 
     The module must be a :class:`CTRModule` with a sum-over-fields head and one width for all
@@ -61,23 +57,11 @@ class AdaSSupernetCallback(Callback):
     probabilities at the end of each epoch.
     """
 
-    def __init__(
-        self,
-        candidates: Sequence[int] = DEFAULT_CANDIDATES,
-        sampler: Literal["adaptive", "uniform"] = "adaptive",
-        warmup_steps: int = 50,
-        tau: float = 1.0,
-        beta: float = 1.0,
-        rho: float = 0.5,
-        epsilon: float = 0.2,
-        gamma: float = 1.0,
-        seed: int = 0,
-    ) -> None:
-        if sampler not in ("adaptive", "uniform"):
-            raise ValueError(f"sampler must be 'adaptive' or 'uniform', got {sampler!r}")
-        self.candidates = tuple(candidates)
-        self.sampler_name = sampler
-        self.sampler_kw = {"warmup_steps": warmup_steps, "tau": tau, "beta": beta, "rho": rho, "epsilon": epsilon, "gamma": gamma}
+    def __init__(self, options: SupernetOptions | None = None, seed: int = 0) -> None:
+        self.options = options or SupernetOptions()
+        self.candidates = tuple(self.options.candidates)
+        self.sampler_name = self.options.sampler
+        self.sampler_kw = self.options.sampler_kwargs()
         self.seed = seed
         self.sampler: UniformSampler | None = None
         self.probs_history: list[list[list[float]]] = []
@@ -138,41 +122,16 @@ class AdaSSupernetCallback(Callback):
                 self.sampler.load_state_dict(state_dict["sampler"])
 
 
-def resolve_budget(space: SizeSpace, budget: float | None = None, reference_dim: int = 16, budget_params: int | None = None) -> int:
-    """The budget in embedding parameters: ``budget_params`` if given, else ``budget`` times
-    the parameters of the uniform-``reference_dim`` model."""
-    if budget_params is not None:
-        if budget_params <= 0:
-            raise ValueError(f"budget_params must be > 0, got {budget_params}")
-        return int(budget_params)
-    if budget is None or budget <= 0:
-        raise ValueError(f"budget must be a fraction > 0 of the uniform-{reference_dim} model's parameters, got {budget}")
-    return int(budget * space.uniform_params(reference_dim))
-
-
-def search_with_supernet(
-    pl_module: pl.LightningModule,
-    dataloader: Any,
-    budget: float | None = 0.8,
-    reference_dim: int | None = None,
-    budget_params: int | None = None,
-    method: Literal["reinforce", "random"] = "reinforce",
-    penalty: float = 0.01,
-    iterations: int = 300,
-    samples_per_iteration: int = 8,
-    lr: float = 0.3,
-    baseline_decay: float = 0.9,
-    seed: int = 0,
-    evaluator: SupernetEvaluator | None = None,
-) -> SearchResult:
+def search_with_supernet(pl_module: pl.LightningModule, dataloader: Any, options: SearchOptions | None = None, seed: int = 0,
+                         evaluator: SupernetEvaluator | None = None) -> SearchResult:
     """Run the search on a module trained with :class:`AdaSSupernetCallback`, scoring choices
-    by AUC on ``dataloader`` (the validation split). ``reference_dim`` defaults to the
+    by AUC on ``dataloader`` (the validation split). ``options.reference_dim`` defaults to the
     supernet's common width. Pass ``evaluator`` to reuse the cached embeddings."""
+    options = options or SearchOptions()
     sup = _supernet(pl_module)
-    ref = reference_dim or sup.dim
-    total = resolve_budget(sup.space, budget, ref, budget_params)
+    total = options.resolve_budget(sup.space, sup.dim)
     evaluator = evaluator or SupernetEvaluator(pl_module.net, dataloader)
-    return search_sizes(evaluator, sup.space, total, method, penalty, iterations, samples_per_iteration, lr, baseline_decay, seed)
+    return search_sizes(evaluator, sup.space, total, options, seed)
 
 
 def write_sizes(result: SearchResult, path: str | Path, **extra: Any) -> Path:
@@ -191,12 +150,8 @@ class AdaSSearchCallback(Callback):
     """After ``fit`` of the supernet, search the widths under a memory budget and write them.
 
     Args:
-        budget: fraction of the uniform-``reference_dim`` model's embedding parameters.
-        reference_dim: the uniform width the budget refers to (default: the supernet's width).
-        budget_params: an absolute budget in parameters (overrides ``budget``).
-        method: ``"reinforce"`` (the controller with the penalty) or ``"random"``.
-        penalty: resource-penalty strength (0 = the no-penalty ablation).
-        iterations, samples_per_iteration, lr, baseline_decay, seed: controller settings.
+        options: budget, method and controller settings (:class:`SearchOptions`).
+        seed: controller / random-search seed.
         output: the sizes YAML (default ``<trainer.log_dir or default_root_dir>/adass_sizes.yaml``);
             the full result goes to the same name with ``.json``.
 
@@ -204,24 +159,8 @@ class AdaSSearchCallback(Callback):
         result: the :class:`SearchResult` after fit.
     """
 
-    def __init__(
-        self,
-        budget: float | None = 0.8,
-        reference_dim: int | None = None,
-        budget_params: int | None = None,
-        method: Literal["reinforce", "random"] = "reinforce",
-        penalty: float = 0.01,
-        iterations: int = 300,
-        samples_per_iteration: int = 8,
-        lr: float = 0.3,
-        baseline_decay: float = 0.9,
-        seed: int = 0,
-        output: str | None = None,
-    ) -> None:
-        if method not in ("reinforce", "random"):
-            raise ValueError(f"method must be 'reinforce' or 'random', got {method!r}")
-        self.kw = dict(budget=budget, reference_dim=reference_dim, budget_params=budget_params, method=method, penalty=penalty,
-                       iterations=iterations, samples_per_iteration=samples_per_iteration, lr=lr, baseline_decay=baseline_decay, seed=seed)
+    def __init__(self, options: SearchOptions | None = None, seed: int = 0, output: str | None = None) -> None:
+        self.options, self.seed = options or SearchOptions(), seed
         self.output = output
         self.result: SearchResult | None = None
         self.path: Path | None = None
@@ -230,7 +169,7 @@ class AdaSSearchCallback(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.datamodule is None:
             raise MisconfigurationException("AdaSSearchCallback scores on the datamodule's val_dataloader(); fit with a datamodule")
-        self.result = search_with_supernet(pl_module, trainer.datamodule.val_dataloader(), **self.kw)
+        self.result = search_with_supernet(pl_module, trainer.datamodule.val_dataloader(), self.options, self.seed)
         out = self.output or Path(trainer.log_dir or trainer.default_root_dir) / "adass_sizes.yaml"
         self.path = write_sizes(self.result, out)
         r = self.result
