@@ -257,6 +257,8 @@ class SyntheticCTRDataModule(CTRDataModule):
         data_seed: generator seed (``seed`` still picks the split).
         split: train/val/test fractions.
         seed: split seed.
+        intrinsic_dims: the planted-truth testbed (one ``r_f`` per field, see
+            :class:`~lightning_des.data.synthetic.SyntheticSpec`); None: the additive model.
         **kwargs: the :class:`CTRDataModule` loader options.
     """
 
@@ -271,10 +273,12 @@ class SyntheticCTRDataModule(CTRDataModule):
         data_seed: int = 0,
         split: tuple[float, float, float] = (0.8, 0.1, 0.1),
         seed: int = 0,
+        intrinsic_dims: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(path="<synthetic>", **kwargs)
-        self.synthetic = SyntheticSpec(num_rows, num_dense, (cardinality,) * num_sparse, multi_hot, zipf, seed=data_seed)
+        self.synthetic = SyntheticSpec(num_rows, num_dense, (cardinality,) * num_sparse, multi_hot, zipf, seed=data_seed,
+                                       intrinsic_dims=intrinsic_dims)
         self.split, self.seed = tuple(split), seed
 
     def _open(self) -> PreparedCTR:

@@ -93,3 +93,10 @@ def test_planted_intrinsic_dimensions():
         SyntheticSpec(cardinalities=(5, 5), intrinsic_dims=(1, 2))
     with pytest.raises(ValueError, match="one r_f >= 0 per field"):
         SyntheticSpec(cardinalities=(5, 5), intrinsic_dims=(1,))
+    from lightning_des.data.modules import SyntheticCTRDataModule
+
+    dm = SyntheticCTRDataModule(num_rows=4000, num_dense=0, num_sparse=6, cardinality=20, zipf=1.5, data_seed=3, intrinsic_dims=list(dims))
+    planted = make_synthetic(SyntheticSpec(4000, 0, (20,) * 6, zipf=1.5, seed=3, intrinsic_dims=dims))
+    assert sum(dm.data.num_rows(s) for s in ("train", "val", "test")) == 4000
+    assert dm.data.shard("train", 0).labels.sum() + dm.data.shard("val", 0).labels.sum() + dm.data.shard("test", 0).labels.sum() \
+        == planted.labels.sum()
