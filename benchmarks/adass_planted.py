@@ -82,15 +82,13 @@ def run(seed: int, rows: int, epochs: int, out: Path) -> None:
 
 
 def summarize(rows: list[dict]) -> str:
-    lines = ["| budget | seeds | Spearman(width, r_f) | r_f=0 fields dropped | same size (all / pairs) | seed rank corr | supernet s |",
-             "|---|---|---|---|---|---|---|"]
-    for b in BUDGETS:
-        g = [r for r in rows if r["budget"] == b]
-        if not g:
-            continue
+    lines = ["| rows | supernet epochs | budget | seeds | Spearman(width, r_f) | r_f=0 fields dropped | same size (all / pairs) "
+             "| seed rank corr | supernet s |", "|---|---|---|---|---|---|---|---|---|"]
+    for (n, e, b) in sorted({(r["rows"], r["epochs"], r["budget"]) for r in rows}):
+        g = [r for r in rows if (r["rows"], r["epochs"], r["budget"]) == (n, e, b)]
         rho = [r["spearman_r"] for r in g]
         same, agree, corr = stability([r["sizes"] for r in g]) if len(g) > 1 else (float("nan"),) * 3
-        lines.append(f"| {b:.0%} | {len(g)} | {statistics.mean(rho):.2f} (min {min(rho):.2f}) | "
+        lines.append(f"| {n:,} | {e} | {b:.0%} | {len(g)} | {statistics.mean(rho):.2f} (min {min(rho):.2f}) | "
                      f"{statistics.mean(r['noise_fields_dropped'] for r in g):.2f} | {same:.2f} / {agree:.2f} | {corr:.2f} | "
                      f"{statistics.mean(r['supernet_s'] for r in g):.0f} |")
     return "\n".join(lines)
