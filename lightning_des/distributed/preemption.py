@@ -56,7 +56,10 @@ class SyncedRequeue:
         if not flag.item():
             return
         trainer = self.trainer
-        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+        # Lightning's handler lets every rank pick the next free hpc_ckpt_<n> name itself; a rank
+        # that looks after another has begun writing picks n + 1, and the sharded checkpoint ends
+        # up split over two directories (seen in CI). Rank 0 names it for all.
+        path = trainer.strategy.broadcast(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir), src=0)
         log.info("requeue signal %s: saving %s at epoch %d after %d batches, then requeueing", self.signum, path,
                  trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed)
         for logger in trainer.loggers:
