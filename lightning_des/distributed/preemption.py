@@ -65,9 +65,7 @@ class SyncedRequeue:
         for logger in trainer.loggers:
             logger.finalize("finished")
         trainer.save_checkpoint(path)  # every rank, together; ends with a barrier
-        ok = torch.tensor([1 if not trainer.is_global_zero else 0], device=device)
-        if trainer.is_global_zero:
-            ok[0] = int(_requeue())
+        ok = torch.tensor([int(_requeue()) if trainer.is_global_zero else 0], device=device)
         dist.broadcast(ok, src=0)
         if not ok.item():
             raise RuntimeError(f"scontrol requeue failed; the run was saved to {path}: resume it with --ckpt_path {path}")

@@ -116,7 +116,7 @@ class LastCheckpoint(Callback):
         trainer.save_checkpoint(tmp)  # collective for sharded strategies; ends with a barrier
         if trainer.is_global_zero:
             if self.path.exists():
-                os.replace(self.path, old) if not self.path.is_dir() else self.path.rename(old)
+                self.path.rename(old)  # a file or a DES checkpoint directory
             tmp.rename(self.path)
             _remove(old)
         trainer.strategy.barrier("LastCheckpoint")
