@@ -1,15 +1,19 @@
-"""AdaS&S on MovieLens-100k and Adult (DeepFM): uniform baselines, AdaS&S at two budgets,
-ablations (uniform sampling, no penalty, random search), stability over seeds, cost.
+"""AdaS&S against uniform widths, the mixed-dimension heuristic and random search, with
+ablations (uniform sampling, no penalty), stability over seeds and cost.
 
-    python benchmarks/adass.py [--datasets movielens adult] [--seeds 0 1 2 3 4] [--threads 1]
-    python benchmarks/adass.py --summarize          # table + PNG from the saved JSON
+    python benchmarks/adass.py [--setups deepfm-ml1m wdl-ml1m] [--seeds 0 1 2 3 4] [--threads 1]
+    python benchmarks/adass.py --summarize          # table + PNG from the saved JSONL
 
-Per dataset and seed: 5 uniform models (widths 4..64), one supernet per sampler (adaptive,
-uniform), searches from them (budgets 50% and 80% of uniform-16: reinforce with the penalty,
-reinforce without it, random search with as many supernet evaluations as AdaS&S used; the
-uniform-sampling supernet with reinforce), each
-result retrained from scratch with the recipe (early stopping on val logloss, best
-checkpoint) and tested. Rows are appended to benchmarks/results/adass.json as they finish.
+Setups (model recipe, supernet epochs): DeepFM and Wide&Deep on MovieLens-1M (temporal split,
+the main benchmark; 4 supernet epochs of 800k rows), DeepFM on MovieLens-100k and on Adult
+(15 epochs). Per setup and seed: 5 uniform models (widths 4..64); at budgets of 50% and 80%
+of uniform-16's embedding parameters: the mixed-dimension rule of Ginart et al.
+(``lightning_des.adass.baselines``, alpha 0.3, scaled to the budget), and searches from one
+supernet per sampler (adaptive, uniform): AdaS&S (reinforce with the penalty), no penalty,
+random search with as many supernet evaluations as AdaS&S used, and the uniform-sampling
+supernet with reinforce. Every result is retrained from scratch with the recipe (early
+stopping on val logloss, best checkpoint) and tested. Rows are appended to
+benchmarks/results/adass.jsonl as they finish (a rerun skips them).
 """
 
 from __future__ import annotations
@@ -30,19 +34,25 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 UNIFORM = (4, 8, 16, 32, 64)
 BUDGETS = (0.5, 0.8)
-SUPERNET_EPOCHS = 15
+SETUPS = {  # name: (recipe, supernet epochs)
+    "deepfm-ml1m": ("deepfm_movielens1m.yaml", 4),
+    "wdl-ml1m": ("wdl_movielens1m.yaml", 4),
+    "deepfm-ml100k": ("deepfm_movielens.yaml", 15),
+    "deepfm-adult": ("deepfm_adult.yaml", 15),
+}
+SEARCHED = ("adass", "uniform_sampling", "no_penalty", "random", "md")
 
 
-def recipe(dataset: str) -> Path:
-    return ROOT / "recipes" / f"deepfm_{dataset}.yaml"
+def recipe(setup: str) -> Path:
+    return ROOT / "recipes" / SETUPS[setup][0]
 
 
-def fit_and_test(dataset: str, seed: int, extra: list[str]) -> dict:
+def fit_and_test(setup: str, seed: int, extra: list[str]) -> dict:
     """Train the recipe (plus CLI overrides) from scratch; test the best checkpoint."""
     from lightning_des.cli import cli_main
 
     with tempfile.TemporaryDirectory() as tmp:
-        cli = cli_main(["--config", str(recipe(dataset)), *extra, "--seed_everything", str(seed),
+        cli = cli_main(["--config", str(recipe(setup)), *extra, "--seed_everything", str(seed),
                         "--trainer.default_root_dir", tmp, "--trainer.enable_progress_bar", "false",
                         "--trainer.logger", "false", "--trainer.enable_model_summary", "false"], run=False)
         t0 = time.perf_counter()
@@ -53,52 +63,64 @@ def fit_and_test(dataset: str, seed: int, extra: list[str]) -> dict:
     return {"test_auc": test["test_auc"], "test_logloss": test["test_logloss"], "params": params, "fit_s": fit_s}
 
 
-def train_supernet(dataset: str, seed: int, sampler: str):
+def train_supernet(setup: str, seed: int, sampler: str):
     from lightning_des.adass import SupernetOptions
     from lightning_des.adass.pipeline import supernet_trainer
     from lightning_des.callbacks import AdaSSupernetCallback
     from lightning_des.cli import cli_main
 
-    cli = cli_main(["--config", str(recipe(dataset)), "--seed_everything", str(seed)], run=False)
-    trainer = supernet_trainer(SUPERNET_EPOCHS, [AdaSSupernetCallback(SupernetOptions(sampler=sampler), seed=seed)])
+    cli = cli_main(["--config", str(recipe(setup)), "--seed_everything", str(seed)], run=False)
+    trainer = supernet_trainer(SETUPS[setup][1], [AdaSSupernetCallback(SupernetOptions(sampler=sampler), seed=seed)])
     t0 = time.perf_counter()
     trainer.fit(cli.model, cli.datamodule)
     return cli.model, cli.datamodule, time.perf_counter() - t0
 
 
-def run(dataset: str, seed: int, out: Path, done: set) -> None:
+def run(setup: str, seed: int, out: Path, done: set) -> None:
     from lightning_des.adass import SearchOptions
+    from lightning_des.adass.baselines import mixed_dimension_choice
     from lightning_des.adass.callbacks import search_with_supernet, write_sizes
     from lightning_des.adass.evaluate import SupernetEvaluator
+    from lightning_des.adass.search import SearchResult
 
     def emit(row: dict) -> None:
-        row = {"dataset": dataset, "seed": seed, **row}
+        row = {"setup": setup, "seed": seed, **row}
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "sizes"}), flush=True)
 
     for d in UNIFORM:
         if ("uniform", d, None) not in done:
-            emit({"method": "uniform", "dim": d, "budget": None, **fit_and_test(dataset, seed, ["--model.init_args.embedding_dim", str(d)])})
+            emit({"method": "uniform", "dim": d, "budget": None, **fit_and_test(setup, seed, ["--model.init_args.embedding_dim", str(d)])})
     adass_evals = {b: e for (m, _, b), e in done.items() if m == "adass"}
-    variants = {"adaptive": [("adass", "reinforce", 0.01), ("no_penalty", "reinforce", 0.0), ("random", "random", 0.01)],
+    variants = {"adaptive": [("adass", "reinforce", 0.01), ("no_penalty", "reinforce", 0.0), ("random", "random", 0.01),
+                             ("md", "md", 0.0)],
                 "uniform": [("uniform_sampling", "reinforce", 0.01)]}
     for sampler, methods in variants.items():
         todo = [(name, m, p, b) for (name, m, p), b in itertools.product(methods, BUDGETS) if (name, None, b) not in done]
         if not todo:
             continue
-        model, dm, supernet_s = train_supernet(dataset, seed, sampler)
+        model, dm, supernet_s = train_supernet(setup, seed, sampler)
         evaluator = SupernetEvaluator(model.net, dm.val_dataloader())
+        space = model.net.deep.space
         for name, method, penalty, budget in todo:
-            opts = SearchOptions(budget=budget, reference_dim=16, method=method, penalty=penalty, samples_per_iteration=8)
+            opts = SearchOptions(budget=budget, reference_dim=16, method="reinforce" if method == "md" else method, penalty=penalty,
+                                 samples_per_iteration=8)
             if method == "random":  # the same number of supernet evaluations as AdaS&S used
                 opts.iterations = math.ceil(adass_evals[budget] / 8)
-            r = search_with_supernet(model, None, opts, seed=seed, evaluator=evaluator)
+            if method == "md":  # no search: the heuristic's widths (scored on the supernet for the table)
+                t0 = time.perf_counter()
+                limit = opts.resolve_budget(space, 16)
+                choice = mixed_dimension_choice(space, limit)
+                r = SearchResult("md", choice, space.sizes(choice), space.params(choice), limit, evaluator(choice), 1,
+                                 time.perf_counter() - t0)
+            else:
+                r = search_with_supernet(model, None, opts, seed=seed, evaluator=evaluator)
             if name == "adass":
                 adass_evals[budget] = r.evaluations
             with tempfile.TemporaryDirectory() as tmp:
                 sizes = write_sizes(r, Path(tmp) / "sizes.yaml")
-                res = fit_and_test(dataset, seed, ["--config", str(sizes)])
+                res = fit_and_test(setup, seed, ["--config", str(sizes)])
             assert res["params"] == r.params <= r.budget, (res["params"], r.params, r.budget)
             emit({"method": name, "dim": None, "budget": budget, "budget_params": r.budget, "sizes": r.sizes, "supernet_val_auc": r.score,
                   "supernet_s": supernet_s, "search_s": r.seconds, "evaluations": r.evaluations, **res})
@@ -139,13 +161,13 @@ def summarize(rows: list[dict], png: Path | None) -> str:
         return f"{statistics.mean(v):.{p}f} ± {statistics.stdev(v):.{p}f}" if len(v) > 1 else f"{v[0]:.{p}f}"
 
     lines = []
-    for ds in sorted({r["dataset"] for r in rows}, key=["movielens", "adult"].index):
-        rs = [r for r in rows if r["dataset"] == ds]
+    for ds in sorted({r["setup"] for r in rows}, key=list(SETUPS).index):
+        rs = [r for r in rows if r["setup"] == ds]
         u16 = [r for r in rs if r["method"] == "uniform" and r["dim"] == 16]
-        lines += [f"\n### DeepFM on {ds} ({len({r['seed'] for r in rs})} seeds)\n",
+        lines += [f"\n### {ds} ({len({r['seed'] for r in rs})} seeds)\n",
                   "| method | budget | emb. params | test AUC | test logloss | same size (all / pairs) | rank corr | supernet s | search s | retrain s |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
-        groups = [("uniform", d, None) for d in UNIFORM] + [(m, None, b) for b in BUDGETS for m in ("adass", "uniform_sampling", "no_penalty", "random")]
+        groups = [("uniform", d, None) for d in UNIFORM] + [(m, None, b) for b in BUDGETS for m in SEARCHED]
         for m, d, b in groups:
             g = [r for r in rs if r["method"] == m and r["dim"] == d and r["budget"] == b]
             if not g:
@@ -171,6 +193,10 @@ def summarize(rows: list[dict], png: Path | None) -> str:
                         ud = [r for r in rs if r["method"] == "uniform" and r["dim"] == d]
                         line += (f"; {auc - statistics.mean(r['test_auc'] for r in ud):+.4f} AUC vs uniform-{d}, the smallest uniform model "
                                  f"at least as large ({1 - params / statistics.mean(r['params'] for r in ud):.0%} fewer parameters)")
+                    for other in ("md", "random"):
+                        o = [r["test_auc"] for r in rs if r["method"] == other and r["budget"] == b]
+                        if o:
+                            line += f"; {auc - statistics.mean(o):+.4f} AUC vs {other} at the same budget"
                     lines.append(line)
     if png is not None:
         _plot(rows, png)
@@ -186,11 +212,11 @@ def _plot(rows: list[dict], png: Path) -> None:
     except ImportError:
         print("matplotlib not installed: no PNG (pip install matplotlib)")
         return
-    datasets = sorted({r["dataset"] for r in rows}, key=["movielens", "adult"].index)
+    datasets = sorted({r["setup"] for r in rows}, key=list(SETUPS).index)
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
-    marks = {"uniform": "o-", "adass": "*", "uniform_sampling": "s", "no_penalty": "^", "random": "x"}
+    marks = {"uniform": "o-", "adass": "*", "uniform_sampling": "s", "no_penalty": "^", "random": "x", "md": "D"}
     for ax, ds in zip(axes[0], datasets):
-        rs = [r for r in rows if r["dataset"] == ds]
+        rs = [r for r in rows if r["setup"] == ds]
         for m, mark in marks.items():
             keys = sorted({(r["dim"], r["budget"]) for r in rs if r["method"] == m}, key=lambda k: (k[0] or 0, k[1] or 0))
             pts = []
@@ -202,7 +228,7 @@ def _plot(rows: list[dict], png: Path) -> None:
                 x, y, e = zip(*pts)
                 ax.errorbar(x, y, yerr=e, fmt=mark, label=m, capsize=3, markersize=9 if m == "adass" else 6)
         ax.set_xscale("log")
-        ax.set(title=f"DeepFM on {ds}", xlabel="embedding parameters", ylabel="test AUC (mean ± std)")
+        ax.set(title=ds, xlabel="embedding parameters", ylabel="test AUC (mean ± std)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -212,7 +238,7 @@ def _plot(rows: list[dict], png: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="*", default=["movielens", "adult"], choices=["movielens", "adult"])
+    p.add_argument("--setups", nargs="*", default=["deepfm-ml1m", "wdl-ml1m"], choices=list(SETUPS))
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--out", default=str(RESULTS / "adass.jsonl"))
@@ -228,10 +254,10 @@ def main() -> None:
         logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
         logging.getLogger("lightning_des").setLevel(logging.WARNING)
         out.parent.mkdir(parents=True, exist_ok=True)
-        for ds in args.datasets:
-            for seed in args.seeds:
+        for seed in args.seeds:  # seed-major: every setup gets its first seeds first
+            for ds in args.setups:
                 prev = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
-                done = {(r["method"], r["dim"], r["budget"]): r.get("evaluations") for r in prev if r["dataset"] == ds and r["seed"] == seed}
+                done = {(r["method"], r["dim"], r["budget"]): r.get("evaluations") for r in prev if r["setup"] == ds and r["seed"] == seed}
                 run(ds, seed, out, done)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     print(summarize(rows, Path(args.png) if args.png else None))

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lightning_des.tuner.benchmarks import BRANIN_MIN, BRANIN_SPACE, branin_mf
-from lightning_des.tuner.space import Float, Int, SearchSpace
+from lightning_des.tuner.space import Float, SearchSpace
 
 # evaluate(config, points, state) -> ({point: loss}, state after the last point)
 Evaluate = Callable[[dict, list[float], Any], tuple[dict[float, float], Any]]
@@ -91,12 +91,13 @@ def mfh_problem(name: str) -> Problem:
 
 # --- real: an MLP on sklearn's digits, epochs as fidelity -----------------------------------
 
-DIGITS_SPACE = SearchSpace({
-    "hidden": Int(16, 256, log=True),
-    "lr": Float(1e-4, 0.3, log=True),
-    "alpha": Float(1e-6, 1e-1, log=True),
-    "batch_size": Int(16, 512, log=True),
-})
+DIGITS_SPEC = {
+    "hidden": {"type": "int", "low": 16, "high": 256, "log": True},
+    "lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True},
+    "alpha": {"type": "float", "low": 1e-6, "high": 1e-1, "log": True},
+    "batch_size": {"type": "int", "low": 16, "high": 512, "log": True},
+}
+DIGITS_SPACE = SearchSpace.from_dict(DIGITS_SPEC)
 
 
 def digits_problem() -> Problem:
@@ -132,6 +133,31 @@ def digits_problem() -> Problem:
     return Problem("digits-mlp", DIGITS_SPACE, 1, 27, evaluate, 0.0, [float(i) for i in range(1, 28)])
 
 
+# --- real curves, tabulated: benchmarks/hpo_tables.py --------------------------------------
+
+
+def tabular_problem(name: str) -> Problem:
+    """A table of real learning curves (benchmarks/tables/<name>.json) as a problem: a queried
+    configuration gets the curve of its nearest tabulated configuration (Euclidean distance in
+    the space's unit-cube encoding: log scale where the parameter is log-scaled, one-hot for
+    categoricals). Fidelity ``b`` reads the loss after ``round(b)`` epochs; the optimum is the
+    table's best last-epoch loss, so regret 0 means the best tabulated configuration was found."""
+    from hpo_tables import load
+
+    table = load(name)
+    space = SearchSpace.from_dict(table["spec"])
+    points = np.array([space.encode(r["config"]) for r in table["rows"]])
+    curves = np.nan_to_num(np.array([r["curve"] for r in table["rows"]], dtype=float), nan=1e9, posinf=1e9)
+    epochs = table["epochs"]
+
+    def evaluate(config, fidelities, state):
+        i = int(np.argmin(((points - space.encode(config)) ** 2).sum(axis=1)))
+        return {p: float(curves[i, int(min(max(round(p), 1), epochs)) - 1]) for p in fidelities}, None
+
+    return Problem(f"table:{name}", space, 1, epochs, evaluate, float(curves[:, -1].min()), [float(i) for i in range(1, epochs + 1)])
+
+
+TABLES = ["table:deepfm-ml100k", "table:wdl-ml100k", "table:digits-mlp"]
 MFH = [f"mfh{d}_{v}" for d in (3, 6) for v in ("good", "bad", "terrible")]
 SYNTHETIC = ["branin", *MFH]
 
@@ -143,4 +169,6 @@ def make_problem(name: str) -> Problem:
         return digits_problem()
     if name in MFH:
         return mfh_problem(name)
-    raise ValueError(f"unknown problem {name!r}; known: {[*SYNTHETIC, 'digits-mlp']}")
+    if name in TABLES:
+        return tabular_problem(name.removeprefix("table:"))
+    raise ValueError(f"unknown problem {name!r}; known: {[*SYNTHETIC, 'digits-mlp', *TABLES]}")

@@ -1,0 +1,89 @@
+"""The real-curve tables of benchmarks/hpo.py: lookup semantics and the committed tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import hpo_problems  # noqa: E402
+import hpo_tables  # noqa: E402
+from hpo_problems import Meter  # noqa: E402
+
+from lightning_des.tuner.space import SearchSpace  # noqa: E402
+
+
+@pytest.fixture
+def small_table(tmp_path, monkeypatch):
+    """Three hand-made curves over a 1-parameter log space and a categorical."""
+    spec = {"lr": {"type": "float", "low": 1e-3, "high": 1.0, "log": True}, "width": {"type": "categorical", "choices": [4, 8]}}
+    rows = [{"config": {"lr": 1e-3, "width": 4}, "curve": [0.9, 0.8, 0.7], "seconds": 1.0},
+            {"config": {"lr": 1e-1, "width": 4}, "curve": [0.5, 0.6, 0.65], "seconds": 1.0},
+            {"config": {"lr": 1e-2, "width": 8}, "curve": [0.95, 0.7, float("nan")], "seconds": 1.0}]
+    (tmp_path / "toy.json").write_text(json.dumps({"name": "toy", "spec": spec, "epochs": 3, "rows": rows}))
+    monkeypatch.setattr(hpo_tables, "TABLES_DIR", tmp_path)
+    return rows
+
+
+def test_lookup_returns_the_nearest_tabulated_curve(small_table):
+    p = hpo_problems.tabular_problem("toy")
+    assert (p.min_budget, p.max_budget) == (1, 3)
+    assert p.optimum == 0.65  # best finite last-epoch loss; the diverged run (nan) ranks last
+    for r in small_table[:2]:
+        losses, _ = p.evaluate(r["config"], [1.0, 2.0, 3.0], None)
+        assert [losses[b] for b in (1.0, 2.0, 3.0)] == r["curve"]
+    # nearest in the encoding: lr 0.05 is log-closer to 0.1 than to 0.001, same width
+    losses, _ = p.evaluate({"lr": 0.05, "width": 4}, [2.0], None)
+    assert losses == {2.0: 0.6}
+    losses, _ = p.evaluate({"lr": 1e-2, "width": 8}, [3.0], None)
+    assert losses[3.0] == 1e9  # nan is stored as a huge loss, never as a good one
+
+
+def test_missing_table_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(hpo_tables, "TABLES_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="hpo_tables.py --table nope"):
+        hpo_problems.tabular_problem("nope")
+
+
+def test_fidelity_correlation_is_spearman_per_epoch(small_table):
+    table = json.loads((hpo_tables.TABLES_DIR / "toy.json").read_text())
+    rho = hpo_tables.fidelity_correlation(table)
+    last = [0.7, 0.65, 1e9]
+    for e, col in enumerate(zip(*[r["curve"] for r in small_table]), start=1):
+        col = [1e9 if c != c else c for c in col]
+        assert rho[e] == pytest.approx(spearmanr(col, last).statistic)
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "deepfm-ml100k", "wdl-ml100k"])
+def test_committed_tables_are_whole(name):
+    """Every committed table has its space's configurations in draw order, one finite-or-nan
+    loss per epoch, and its rebuild command."""
+    t = hpo_tables.load(name)
+    spec = hpo_tables.TABLES[name]
+    assert t["spec"] == spec["spec"] and t["epochs"] == spec["epochs"]
+    assert len(t["rows"]) >= 100 and t["command"].endswith(f"--configs {len(t['rows'])}")
+    space = SearchSpace.from_dict(t["spec"])
+    for i in (0, len(t["rows"]) - 1):
+        drawn = hpo_tables.draw(space, i)
+        assert drawn.keys() == t["rows"][i]["config"].keys()
+        assert np.allclose([float(drawn[k]) for k in drawn], [float(t["rows"][i]["config"][k]) for k in drawn])
+    assert all(len(r["curve"]) == t["epochs"] for r in t["rows"])
+
+
+def test_flexhb_runs_on_a_table_within_the_meter(small_table):
+    """A tuner driven by benchmarks/hpo.py's loop on a table stops at the budget and its best
+    full-fidelity loss is a tabulated last-epoch loss."""
+    import hpo
+
+    p = hpo_problems.tabular_problem("toy")
+    meter = Meter(4.0, p.max_budget)
+    n = hpo.run_ours(p, "flexhb", 0, meter)
+    assert n > 0 and meter.used >= 4.0
+    assert meter.best in {0.7, 0.65, 1e9}
