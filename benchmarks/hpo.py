@@ -223,6 +223,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=20.0, help="full-budget equivalents per run")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (1 thread each)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "hpo.json"))
+    ap.add_argument("--report-only", action="store_true", help="run nothing: tables and plot from the cached runs")
     args = ap.parse_args()
     cache = Path(args.out).with_suffix(".jsonl")
     done = {}
@@ -233,6 +234,8 @@ def main() -> None:
                 done[(r["problem"], r["method"], r["seed"])] = r
     todo = [(p, m, s, args.budget) for p in args.problems for m in args.methods
             for s in range(args.seeds if p in CHEAP else args.seeds_real) if (p, m, s) not in done]
+    if args.report_only:
+        todo = []
     print(f"{len(todo)} runs to do, {len(done)} cached in {cache}")
     os.environ["OMP_NUM_THREADS"] = "1"
     with cache.open("a") as f:

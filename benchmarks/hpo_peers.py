@@ -19,18 +19,34 @@ from hpo_problems import Exhausted, Meter, Problem
 from lightning_des.tuner.space import Categorical, Float, Int, SearchSpace
 
 
-def configspace(space: SearchSpace, seed: int):
+def configspace(space: SearchSpace, seed: int, index_choices: bool = False):
+    """The space as a ConfigSpace; ``index_choices`` gives a categorical as the integer index
+    of its choice (HpBandSter sends configurations through Pyro, which cannot serialise the
+    numpy scalars ConfigSpace returns for categoricals; its KDE then treats the index as
+    ordinal). :func:`from_index_choices` maps them back."""
     import ConfigSpace as CS
 
     cs = CS.ConfigurationSpace(seed=seed)
     for name, p in space.params.items():
         if isinstance(p, Categorical):
-            cs.add(CS.Categorical(name, list(p.choices)))
+            if index_choices:
+                cs.add(CS.Integer(name, (0, len(p.choices) - 1)))
+            else:
+                cs.add(CS.Categorical(name, list(p.choices)))
         elif isinstance(p, Int):
             cs.add(CS.Integer(name, (int(p.low), int(p.high)), log=p.log))
         elif isinstance(p, Float):
             cs.add(CS.Float(name, (p.low, p.high), log=p.log))
     return cs
+
+
+def from_index_choices(space: SearchSpace, config: dict) -> dict:
+    """Undo ``configspace(..., index_choices=True)`` for one configuration."""
+    out = dict(config)
+    for name, q in space.params.items():
+        if isinstance(q, Categorical):
+            out[name] = q.choices[int(config[name])]
+    return out
 
 
 def _evaluate(p: Problem, meter: Meter, config: dict, budget: float) -> float:
@@ -146,7 +162,7 @@ def run_hpbandster(p: Problem, seed: int, meter: Meter) -> int:
             if meter.exhausted:  # the last iteration drains without being charged or counted
                 return {"loss": 1e9, "info": {}}
             try:
-                return {"loss": _evaluate(p, meter, dict(config), float(budget)), "info": {}}
+                return {"loss": _evaluate(p, meter, from_index_choices(p.space, config), float(budget)), "info": {}}
             except Exhausted:
                 return {"loss": 1e9, "info": {}}
 
@@ -155,7 +171,7 @@ def run_hpbandster(p: Problem, seed: int, meter: Meter) -> int:
     host, port = ns.start()
     w = W(run_id=run_id, nameserver=host, nameserver_port=port)
     w.run(background=True)
-    bohb = BOHB(configspace=configspace(p.space, seed), run_id=run_id, nameserver=host, nameserver_port=port,
+    bohb = BOHB(configspace=configspace(p.space, seed, index_choices=True), run_id=run_id, nameserver=host, nameserver_port=port,
                 min_budget=p.min_budget, max_budget=p.max_budget, eta=3, ping_interval=3600)
     try:
         while not meter.exhausted:
