@@ -126,11 +126,12 @@ def search_with_supernet(pl_module: pl.LightningModule, dataloader: Any, options
                          evaluator: SupernetEvaluator | None = None) -> SearchResult:
     """Run the search on a module trained with :class:`AdaSSupernetCallback`, scoring choices
     by AUC on ``dataloader`` (the validation split). ``options.reference_dim`` defaults to the
-    supernet's common width. Pass ``evaluator`` to reuse the cached embeddings."""
+    supernet's common width; ``options.eval_rows`` subsamples the rows scored on. Pass
+    ``evaluator`` to reuse the cached embeddings (its rows are then the evaluator's)."""
     options = options or SearchOptions()
     sup = _supernet(pl_module)
     total = options.resolve_budget(sup.space, sup.dim)
-    evaluator = evaluator or SupernetEvaluator(pl_module.net, dataloader)
+    evaluator = evaluator or SupernetEvaluator(pl_module.net, dataloader, max_rows=options.eval_rows, seed=seed)
     return search_sizes(evaluator, sup.space, total, options, seed)
 
 

@@ -20,9 +20,15 @@ class SupernetEvaluator:
     The projected embeddings of every candidate, the wide partial sums and the dense features
     are computed once (``O(N * F * C * dim)`` floats); a choice then costs one pass of the
     head's split form: ``post(wide + sum_f deep_partial_f(choice_f), dense)``.
+
+    ``max_rows`` keeps a uniform random subset of that many rows (drawn with ``seed``, the
+    same for every choice) to score on: a search makes thousands of evaluations, each linear
+    in the rows.
     """
 
-    def __init__(self, net: RecsysNet, batches: Iterable[Batch]) -> None:
+    def __init__(self, net: RecsysNet, batches: Iterable[Batch], max_rows: int | None = None, seed: int = 0) -> None:
+        if max_rows is not None and max_rows < 2:
+            raise ValueError(f"max_rows must be >= 2 (AUC needs rows to rank), got {max_rows}")
         if not isinstance(net.deep, SupernetEmbedding) or not isinstance(net.head, SumOverFieldsHead):
             raise TypeError("SupernetEvaluator needs a RecsysNet whose deep tables are a SupernetEmbedding and whose head is a SumOverFieldsHead")
         self.net, self.fields = net, net.deep.space.fields
@@ -44,6 +50,12 @@ class SupernetEvaluator:
             raise ValueError("SupernetEvaluator got no batches to score on")
         self.cands = {f: torch.cat(v) for f, v in cands.items()}  # (N, C, dim)
         self.wide, self.dense, self.labels = torch.cat(wide), torch.cat(dense), torch.cat(labels).long()
+        n = self.labels.numel()
+        if max_rows is not None and max_rows < n:
+            keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows].sort().values
+            self.cands = {f: t[keep] for f, t in self.cands.items()}
+            self.wide, self.dense, self.labels = self.wide[keep], self.dense[keep], self.labels[keep]
+        self.rows = self.labels.numel()
 
     @torch.no_grad()
     def logits(self, choice: Sequence[int]) -> Tensor:

@@ -66,6 +66,8 @@ class SearchOptions:
         samples_per_iteration: choices sampled per update.
         lr: controller learning rate.
         baseline_decay: decay of the reward baseline.
+        eval_rows: score choices on a fixed random subset of this many validation rows (None:
+            all); each of the search's evaluations is linear in the rows.
     """
 
     budget: float | None = 0.8
@@ -77,8 +79,11 @@ class SearchOptions:
     samples_per_iteration: int = 8
     lr: float = 0.3
     baseline_decay: float = 0.9
+    eval_rows: int | None = None
 
     def __post_init__(self) -> None:
+        if self.eval_rows is not None and self.eval_rows < 2:
+            raise ValueError(f"eval_rows must be >= 2 or None (all rows), got {self.eval_rows}")
         if self.method not in ("reinforce", "random"):
             raise ValueError(f"method must be 'reinforce' or 'random', got {self.method!r}")
         if self.iterations < 1 or self.samples_per_iteration < 1:

@@ -76,6 +76,33 @@ def test_evaluator_matches_the_model_forward():
     assert 0.0 <= ev((2, 2, 2, 2)) <= 1.0
 
 
+def test_evaluator_row_subset_scores_those_rows():
+    """``max_rows`` scores the AUC of exactly the drawn rows of the full evaluation, the same
+    rows for every choice; a seed draws another subset; too few rows are refused."""
+    from torchmetrics.functional.classification import binary_auroc
+
+    pl.seed_everything(0)
+    dm = _data()
+    dm.setup()
+    model = DeepFM(dm.schema, embedding_dim=8, hidden=[16])
+    AdaSSupernetCallback(SupernetOptions(candidates=[0, 2, 8])).setup(_trainer(None, []), model, "fit")
+    batches = list(dm.val_dataloader())
+    full = SupernetEvaluator(model.net, batches)
+    sub = SupernetEvaluator(model.net, batches, max_rows=50, seed=3)
+    assert sub.rows == 50 < full.rows
+    keep = torch.randperm(full.rows, generator=torch.Generator().manual_seed(3))[:50].sort().values
+    for choice in [(0, 1, 2, 1), (2, 2, 2, 2)]:
+        torch.testing.assert_close(sub.logits(choice), full.logits(choice)[keep])
+        ref = binary_auroc(torch.sigmoid(full.logits(choice)[keep]), full.labels[keep])
+        assert sub(choice) == pytest.approx(float(ref))
+    assert not torch.equal(SupernetEvaluator(model.net, batches, max_rows=50, seed=4).logits((2, 2, 2, 2)), sub.logits((2, 2, 2, 2)))
+    assert SupernetEvaluator(model.net, batches, max_rows=10**9).rows == full.rows
+    with pytest.raises(ValueError, match="max_rows must be >= 2"):
+        SupernetEvaluator(model.net, batches, max_rows=1)
+    with pytest.raises(ValueError, match="eval_rows must be >= 2 or None"):
+        SearchOptions(eval_rows=0)
+
+
 @pytest.mark.parametrize("cls", [LogisticRegression, DLRM], ids=lambda c: c.__name__)
 def test_supernet_rejects_models_without_sizable_sum_over_fields(cls, tmp_path):
     dm = _data()
