@@ -193,11 +193,13 @@ def plot(rows: list[dict], budget: float, path: Path) -> None:
     for ax in axes.ravel()[len(probs):]:
         ax.set_visible(False)
     grid = np.linspace(0.05, budget, 400)
+    # one colour per method on every panel; tab20's dark shades first (its pairs look alike)
+    colour = {m: plt.cm.tab20((2 * i) % 20 + (2 * i) // 20) for i, m in enumerate(METHODS)}
     for ax, prob in zip(axes.ravel(), probs):
         for m in METHODS:
             rs = [r for r in rows if r["problem"] == prob and r["method"] == m]
             if rs:
-                ax.plot(grid, mean_curve(rs, grid), label=m)
+                ax.plot(grid, mean_curve(rs, grid), label=m, color=colour[m], lw=2.2 if m == "flexhb" else 1.2)
         ax.set(xlabel="budget (full-budget equivalents)", ylabel="mean regret at full budget", title=prob)
         if prob in TABLES:  # regret 0 (the best tabulated configuration) is reachable
             ax.set_yscale("symlog", linthresh=1e-3)
