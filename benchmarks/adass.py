@@ -27,6 +27,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,17 +35,23 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 UNIFORM = (4, 8, 16, 32, 64)
 BUDGETS = (0.5, 0.8)
-SETUPS = {  # name: (recipe, supernet epochs, validation rows the search scores on; None = all)
-    "deepfm-ml1m": ("deepfm_movielens1m.yaml", 4, 20_000),
-    "wdl-ml1m": ("wdl_movielens1m.yaml", 4, 20_000),
-    "deepfm-ml100k": ("deepfm_movielens.yaml", 15, None),
-    "deepfm-adult": ("deepfm_adult.yaml", 15, None),
+class Setup(NamedTuple):
+    recipe: str
+    supernet_epochs: int
+    eval_rows: int | None  # validation rows the search scores on (None: all)
+
+
+SETUPS = {
+    "deepfm-ml1m": Setup("deepfm_movielens1m.yaml", 4, 20_000),
+    "wdl-ml1m": Setup("wdl_movielens1m.yaml", 4, 20_000),
+    "deepfm-ml100k": Setup("deepfm_movielens.yaml", 15, None),
+    "deepfm-adult": Setup("deepfm_adult.yaml", 15, None),
 }
 SEARCHED = ("adass", "uniform_sampling", "no_penalty", "random", "md")
 
 
 def recipe(setup: str) -> Path:
-    return ROOT / "recipes" / SETUPS[setup][0]
+    return ROOT / "recipes" / SETUPS[setup].recipe
 
 
 def fit_and_test(setup: str, seed: int, extra: list[str]) -> dict:
@@ -70,7 +77,7 @@ def train_supernet(setup: str, seed: int, sampler: str):
     from lightning_des.cli import cli_main
 
     cli = cli_main(["--config", str(recipe(setup)), "--seed_everything", str(seed)], run=False)
-    trainer = supernet_trainer(SETUPS[setup][1], [AdaSSupernetCallback(SupernetOptions(sampler=sampler), seed=seed)])
+    trainer = supernet_trainer(SETUPS[setup].supernet_epochs, [AdaSSupernetCallback(SupernetOptions(sampler=sampler), seed=seed)])
     t0 = time.perf_counter()
     trainer.fit(cli.model, cli.datamodule)
     return cli.model, cli.datamodule, time.perf_counter() - t0
@@ -101,20 +108,19 @@ def run(setup: str, seed: int, out: Path, done: set) -> None:
         if not todo:
             continue
         model, dm, supernet_s = train_supernet(setup, seed, sampler)
-        evaluator = SupernetEvaluator(model.net, dm.val_dataloader(), max_rows=SETUPS[setup][2], seed=seed)
+        evaluator = SupernetEvaluator(model.net, dm.val_dataloader(), max_rows=SETUPS[setup].eval_rows, seed=seed)
         space = model.net.deep.space
         for name, method, penalty, budget in todo:
-            opts = SearchOptions(budget=budget, reference_dim=16, method="reinforce" if method == "md" else method, penalty=penalty,
-                                 samples_per_iteration=8)
-            if method == "random":  # the same number of supernet evaluations as AdaS&S used
-                opts.iterations = math.ceil(adass_evals[budget] / 8)
             if method == "md":  # no search: the heuristic's widths (scored on the supernet for the table)
                 t0 = time.perf_counter()
-                limit = opts.resolve_budget(space, 16)
+                limit = SearchOptions(budget=budget, reference_dim=16).resolve_budget(space, 16)
                 choice = mixed_dimension_choice(space, limit)
                 r = SearchResult("md", choice, space.sizes(choice), space.params(choice), limit, evaluator(choice), 1,
                                  time.perf_counter() - t0)
             else:
+                opts = SearchOptions(budget=budget, reference_dim=16, method=method, penalty=penalty, samples_per_iteration=8)
+                if method == "random":  # the same number of supernet evaluations as AdaS&S used
+                    opts.iterations = math.ceil(adass_evals[budget] / 8)
                 r = search_with_supernet(model, None, opts, seed=seed, evaluator=evaluator)
             if name == "adass":
                 adass_evals[budget] = r.evaluations

@@ -138,12 +138,12 @@ def fidelity_report(problems: list[str], n: int = 200) -> str:
     for name in problems:
         p = make_problem("table:digits-mlp" if name == "digits-mlp" else name)
         levels = FlexHB(p.space, p.min_budget, p.max_budget, eta=3).levels
-        rng = np.random.default_rng(0)
-        if name.startswith("table:") or name == "digits-mlp":
+        if p.name.startswith("table:"):
             from hpo_tables import load
 
             configs = [r["config"] for r in load(p.name.removeprefix("table:"))["rows"]]
         else:
+            rng = np.random.default_rng(0)
             configs = [p.space.sample(rng) for _ in range(n)]
         losses = np.array([[v for _, v in sorted(p.evaluate(c, levels, None)[0].items())] for c in configs])
         losses = np.nan_to_num(losses, nan=1e9, posinf=1e9)
@@ -234,10 +234,8 @@ def main() -> None:
             r = json.loads(line)
             if r.get("budget", args.budget) == args.budget:
                 done[(r["problem"], r["method"], r["seed"])] = r
-    todo = [(p, m, s, args.budget) for p in args.problems for m in args.methods
-            for s in range(args.seeds if p in CHEAP else args.seeds_real) if (p, m, s) not in done]
-    if args.report_only:
-        todo = []
+    todo = [] if args.report_only else [(p, m, s, args.budget) for p in args.problems for m in args.methods
+                                         for s in range(args.seeds if p in CHEAP else args.seeds_real) if (p, m, s) not in done]
     print(f"{len(todo)} runs to do, {len(done)} cached in {cache}")
     os.environ["OMP_NUM_THREADS"] = "1"
     with cache.open("a") as f:

@@ -142,12 +142,12 @@ def tabular_problem(name: str) -> Problem:
     the space's unit-cube encoding: log scale where the parameter is log-scaled, one-hot for
     categoricals). Fidelity ``b`` reads the loss after ``round(b)`` epochs; the optimum is the
     table's best last-epoch loss, so regret 0 means the best tabulated configuration was found."""
-    from hpo_tables import load
+    from hpo_tables import curve_matrix, load
 
     table = load(name)
     space = SearchSpace.from_dict(table["spec"])
     points = np.array([space.encode(r["config"]) for r in table["rows"]])
-    curves = np.nan_to_num(np.array([r["curve"] for r in table["rows"]], dtype=float), nan=1e9, posinf=1e9)
+    curves = curve_matrix(table)
     epochs = table["epochs"]
 
     def evaluate(config, fidelities, state):

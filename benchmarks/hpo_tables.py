@@ -92,6 +92,12 @@ def load(name: str) -> dict:
     return json.loads(path.read_text())
 
 
+def curve_matrix(table: dict) -> np.ndarray:
+    """(configurations, epochs) losses of a table; NaN and inf (diverged runs) become 1e9, so
+    they rank last and never count as good losses."""
+    return np.nan_to_num(np.array([r["curve"] for r in table["rows"]], dtype=float), nan=1e9, posinf=1e9)
+
+
 def build(name: str, n: int) -> None:
     t = TABLES[name]
     space = SearchSpace.from_dict(t["spec"])
@@ -121,8 +127,7 @@ def fidelity_correlation(table: dict) -> dict[int, float]:
     the loss at the last epoch (non-finite losses rank last)."""
     from scipy.stats import spearmanr
 
-    curves = np.nan_to_num(np.array([r["curve"] for r in table["rows"]], dtype=float), nan=np.inf, posinf=1e9)
-    curves = np.minimum(curves, 1e9)
+    curves = curve_matrix(table)
     return {e + 1: float(spearmanr(curves[:, e], curves[:, -1]).statistic) for e in range(curves.shape[1])}
 
 
