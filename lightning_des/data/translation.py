@@ -1,16 +1,19 @@
-"""Parallel corpora for neural machine translation, prepared from Debian packages.
+"""Parallel corpora for neural machine translation and their data module.
 
-* ``de-en``: sentence pairs from the Ding German-English dictionary (Debian ``trans-de-en``
-  1.9-6, ``usr/share/trans/de-en``, GPL-2+). A line is ``de | de2 :: en | en2``; sub-entries
-  at the same position are translations. Kept: pairs whose two sides are sentences (end in
-  ``.?!``, >= 4 words, no ``;`` alternatives) after removing ``{...}``/``[...]`` tags.
-* ``zh-en``: paragraphs of the Debian Reference (``debian-reference-en``/``-zh-cn`` 2.100,
-  GPL-2+), aligned one to one per chapter (po4a translations); chapters whose paragraph
-  counts differ are skipped.
+``lightning-des data prepare de-en|zh-en`` builds the large corpora of
+:mod:`lightning_des.data.parallel` (LibreOffice help and UI catalogs, GCC, util-linux, the
+Debian Reference; for de-en also the Ding dictionary's sentence pairs) from Debian packages
+fetched with ``apt-get download`` (the registry's own client) and extracted with ``dpkg -x``,
+into ``<cache>/translation/<pair>/{train,valid,test}.tsv`` with fixed, per-domain test sets.
+Nothing is downloaded at training time.
 
-``lightning-des data prepare de-en|zh-en`` fetches the package with ``apt-get download`` (the
-registry's own client), extracts it with ``dpkg -x`` and writes ``<cache>/translation/<pair>.tsv``
-(source TAB target). Nothing is downloaded at training time.
+* Ding (``trans-de-en`` 1.9-6, ``usr/share/trans/de-en``, GPL-2+): a line is
+  ``de | de2 :: en | en2``; sub-entries at the same position are translations. Kept: pairs
+  whose two sides are sentences (end in ``.?!``, >= 4 words, no ``;`` alternatives) after
+  removing ``{...}``/``[...]`` tags.
+* Debian Reference (``debian-reference-en``/``-de``/``-zh-cn`` 2.100, GPL-2+): paragraphs
+  aligned one to one per chapter (po4a translations); chapters whose paragraph counts differ
+  are skipped.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from lightning_des.data.cache import default_cache_dir
 from lightning_des.data.text import collate, fitted
 
 log = logging.getLogger(__name__)
-PAIRS = {"de-en": ("trans-de-en",), "zh-en": ("debian-reference-en", "debian-reference-zh-cn")}
+PAIRS = ("de-en", "zh-en")
 _TAG = re.compile(r"\s*(\{[^}]*\}|\[[^\]]*\])")
 
 
@@ -90,25 +93,20 @@ def _fetch_debs(packages: tuple[str, ...], dest: Path) -> None:
 
 
 def prepare_translation(pair: str, cache_dir: Path | None = None, force: bool = False) -> Path:
-    """Write ``<cache>/translation/<pair>.tsv`` (source TAB target) once; returns its path."""
+    """Build ``<cache>/translation/<pair>/`` (train/valid/test TSV and ``stats.json``) once;
+    returns the directory."""
+    from lightning_des.data.parallel import build, sources
+
     if pair not in PAIRS:
-        raise ValueError(f"unknown language pair {pair!r}; known: {sorted(PAIRS)}")
-    out = Path(cache_dir or default_cache_dir()) / "translation" / f"{pair}.tsv"
-    if out.is_file() and not force:
+        raise ValueError(f"unknown language pair {pair!r}; known: {list(PAIRS)}")
+    out = Path(cache_dir or default_cache_dir()) / "translation" / pair
+    if (out / "stats.json").is_file() and not force:
         return out
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        _fetch_debs(PAIRS[pair], tmp)
-        if pair == "de-en":
-            with open(tmp / "root" / "usr/share/trans/de-en", encoding="utf-8") as f:
-                pairs = ding_pairs(f)
-        else:
-            pairs = reference_pairs(tmp / "root" / "usr/share/debian-reference")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_suffix(".tmp")
-    part.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
-    part.replace(out)
-    log.info("%s: %d sentence pairs -> %s", pair, len(pairs), out)
+        _fetch_debs(tuple(p for pkgs in sources(pair).values() for p in pkgs), tmp)
+        info = build(pair, tmp / "root", out)
+    log.info("%s: %s -> %s", pair, info["splits"], out)
     return out
 
 
@@ -194,16 +192,18 @@ class BucketBatchSampler(torch.utils.data.Sampler):
 
 
 class TranslationDataModule(pl.LightningDataModule):
-    """A parallel corpus with SentencePiece subwords per side, a deterministic 80/10/10 split
-    and length-bucketed batches of ``{"src", "tgt"}`` (source ends with ``<eos>``, target is
-    ``<bos> ... <eos>``).
+    """A parallel corpus with SentencePiece subwords per side and length-bucketed batches of
+    ``{"src", "tgt"}`` (source ends with ``<eos>``, target is ``<bos> ... <eos>``).
 
     Args:
-        pair: ``de-en`` or ``zh-en`` (prepared into the cache), or ``path`` to any TSV.
+        pair: ``de-en`` or ``zh-en``: the prepared corpus with its fixed train/valid/test
+            splits (``test_domains`` names each test pair's source domain).
+        path: instead, any ``source TAB target`` file, split 80/10/10 at random (``seed``), or a
+            directory laid out like a prepared corpus.
         reverse: translate target -> source instead.
         vocab_size: subword vocabulary per side (a maximum for small corpora).
         max_tokens: drop training pairs longer than this on either side (counted in the log).
-        max_pairs: keep the first N pairs (tests, quick runs).
+        max_pairs: keep the first N (training) pairs (tests, quick runs).
     """
 
     def __init__(self, pair: str = "de-en", path: str | None = None, reverse: bool = False, vocab_size: int = 8000,
@@ -212,29 +212,40 @@ class TranslationDataModule(pl.LightningDataModule):
         super().__init__()
         if path is None and pair not in PAIRS:
             raise ValueError(f"unknown language pair {pair!r}; known: {sorted(PAIRS)} (or give path=)")
-        self.source = Path(path) if path else default_cache_dir() / "translation" / f"{pair}.tsv"
+        self.source = Path(path) if path else default_cache_dir() / "translation" / pair
+        self.prepared = path is None or self.source.is_dir()  # a corpus directory (else one TSV)
         self.pair, self.batch_size, self.seed, self.num_workers = pair, batch_size, seed, num_workers
         self.reverse, self.vocab_size, self.max_pairs, self.max_tokens = reverse, vocab_size, max_pairs, max_tokens
 
     train_pairs = fitted()
     val_pairs = fitted()
     test_pairs = fitted()
+    test_domains = fitted()
     src_tok = fitted()
     tgt_tok = fitted()
 
     def _fit(self) -> dict:
         """Read the corpus, split it, train both subword models (on first use, once)."""
-        pairs = read_pairs(self.source)[: self.max_pairs]
+        if self.prepared:  # fixed splits
+            from lightning_des.data.parallel import read_tsv
+
+            splits = {name: read_tsv(self.source / f"{name}.tsv") for name in ("train", "valid", "test")}
+            domains = [p.domain for p in splits["test"]]
+            train, val, test = ([(p.src, p.tgt) for p in splits[n]] for n in ("train", "valid", "test"))
+            train = train[: self.max_pairs]
+        else:
+            pairs = read_pairs(self.source)[: self.max_pairs]
+            if len(pairs) < 3:
+                raise ValueError(f"need at least 3 sentence pairs, got {len(pairs)}")
+            idx = np.random.default_rng(self.seed).permutation(len(pairs))
+            a, b = int(0.8 * len(pairs)), int(0.9 * len(pairs))
+            train, val, test = ([pairs[i] for i in idx[s]] for s in (slice(0, a), slice(a, b), slice(b, None)))
+            domains = [self.source.stem] * len(test)
         if self.reverse:
-            pairs = [(t, s) for s, t in pairs]
-        if len(pairs) < 3:
-            raise ValueError(f"need at least 3 sentence pairs, got {len(pairs)}")
-        idx = np.random.default_rng(self.seed).permutation(len(pairs))
-        a, b = int(0.8 * len(pairs)), int(0.9 * len(pairs))
-        train, val, test = ([pairs[i] for i in idx[s]] for s in (slice(0, a), slice(a, b), slice(b, None)))
+            train, val, test = ([(t, s) for s, t in ps] for ps in (train, val, test))
         zh = lambda texts: any("\u4e00" <= c <= "\u9fff" for t in texts[:50] for c in t)  # noqa: E731
         src, tgt = [s for s, _ in train], [t for _, t in train]
-        return {"train_pairs": train, "val_pairs": val, "test_pairs": test,
+        return {"train_pairs": train, "val_pairs": val, "test_pairs": test, "test_domains": domains,
                 "src_tok": SubwordTokenizer.train(src, self.vocab_size, 0.9995 if zh(src) else 1.0),
                 "tgt_tok": SubwordTokenizer.train(tgt, self.vocab_size, 0.9995 if zh(tgt) else 1.0)}
 
