@@ -9,12 +9,20 @@ committed), each a *domain* with its own test set:
   msgstr`` of every ``.mo`` file (context prefixes dropped, ``~`` accelerators removed).
 * ``gcc``: ``gcc-12-locales`` (GPL-3+), ``gcc-12.mo`` and ``cpplib-12.mo``.
 * ``util-linux``: ``util-linux-locales`` (GPL-2), ``util-linux.mo``.
+* ``qt``: Qt 5 catalogs (``qttranslations5-l10n``, LGPL-2.1/GPL-3), every ``*_<locale>.qm``
+  (Qt's binary format, read by ``qm_messages``; ``&`` accelerators removed).
+* ``gimp-help`` (GIMP manual, ``gimp-help-{en,de,zh-cn}``, GFDL-1.2+ without invariant
+  sections), ``debian-handbook`` (``debian-handbook``, GPL-2+ or CC-BY-SA-3.0) and
+  ``gnome-help`` (``gnome-user-docs``, CC-BY-SA-3.0, Mallard pages): translated with the same
+  document structure, so the i-th paragraph/heading of a page pairs with the i-th of its
+  translation (pages whose block counts differ are skipped and counted).
 * ``debian-reference``: the Debian Reference (GPL-2+), paragraphs aligned per chapter.
 * ``ding`` (de-en only): sentence pairs of the Ding dictionary (``trans-de-en``, GPL-2+).
 
 Cleaning (``clean``; every drop is counted by reason in ``stats.json``): whitespace collapsed;
 multi-line messages are split into lines when both sides have as many lines, else dropped;
-untranslated entries (target equal to the English, or no Chinese character in a zh target);
+untranslated entries (target equal to the English; a Chinese side with fewer Chinese characters
+than a quarter of its Latin letters, as in GIMP's partly translated manual);
 English side of 3..100 words; character-length ratio (de/en 0.5..2.5, zh/en 0.12..1.5);
 placeholders (``%s``, ``%1$s``, ``%qD``, ``%1``, ``$ARG$``, ``%PRODUCTNAME``) kept verbatim, and a
 pair whose two sides do not carry the same placeholders is dropped; Chinese converted to
@@ -41,7 +49,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
-LANG = {"de-en": ("de", "de", "de"), "zh-en": ("zh-cn", "zh_CN", "zh-CN")}  # debian suffix, locale, help dir
+class Lang(NamedTuple):
+    deb: str  # Debian package suffix
+    locale: str  # gettext / Qt / GNOME / GIMP directory
+    lo_help: str  # LibreOffice help directory
+    handbook: str  # Debian Administrator's Handbook directory
+
+
+LANG = {"de-en": Lang("de", "de", "de", "de-DE"), "zh-en": Lang("zh-cn", "zh_CN", "zh-CN", "zh-CN")}
 
 
 class Pair(NamedTuple):
@@ -53,12 +68,16 @@ class Pair(NamedTuple):
 
 def sources(pair: str) -> dict[str, tuple[str, ...]]:
     """Debian packages per domain for ``pair``."""
-    deb = LANG[pair][0]
+    deb = LANG[pair].deb
     out = {
         "lo-help": ("libreoffice-help-en-us", f"libreoffice-help-{deb}"),
         "lo-ui": (f"libreoffice-l10n-{deb}",),
         "gcc": ("gcc-12-locales",),
         "util-linux": ("util-linux-locales",),
+        "qt": ("qttranslations5-l10n",),
+        "gimp-help": ("gimp-help-en", f"gimp-help-{deb}"),
+        "debian-handbook": ("debian-handbook",),
+        "gnome-help": ("gnome-user-docs",),
         "debian-reference": ("debian-reference-en", f"debian-reference-{deb}"),
     }
     if pair == "de-en":
@@ -82,37 +101,100 @@ def mo_messages(path: Path) -> dict[str, str]:
     return out
 
 
-class _IdText(HTMLParser):
-    """Text of every ``p``/``h1``-``h6`` element with an ``id`` (nested markup flattened)."""
+class _Blocks(HTMLParser):
+    """``(id or None, text)`` of every outermost ``p``/``h1``-``h6``/``title`` element, in
+    document order (nested markup flattened, entities decoded, whitespace collapsed); works on
+    HTML and on Mallard XML alike."""
 
-    BLOCKS = {"p", "h1", "h2", "h3", "h4", "h5", "h6"}
+    BLOCKS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "title"}
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.texts: dict[str, str] = {}
-        self._open: list[tuple[str, str, list[str]]] = []  # (tag, id, text parts)
+        self.blocks: list[tuple[str | None, str]] = []
+        self._open: tuple[str, str | None, list[str]] | None = None
 
     def handle_starttag(self, tag, attrs):
-        ident = dict(attrs).get("id")
-        if tag in self.BLOCKS and ident and not self._open:
-            self._open.append((tag, ident, []))
+        if tag in self.BLOCKS and self._open is None:
+            self._open = (tag, dict(attrs).get("id"), [])
 
     def handle_endtag(self, tag):
-        if self._open and tag == self._open[-1][0]:
-            _, ident, parts = self._open.pop()
-            self.texts.setdefault(ident, " ".join("".join(parts).split()))
+        if self._open is not None and tag == self._open[0]:
+            _, ident, parts = self._open
+            self.blocks.append((ident, " ".join("".join(parts).split())))
+            self._open = None
 
     def handle_data(self, data):
-        if self._open:
-            self._open[-1][2].append(data)
+        if self._open is not None:
+            self._open[2].append(data)
+
+
+def blocks(text: str) -> list[tuple[str | None, str]]:
+    p = _Blocks()
+    p.feed(text)
+    p.close()
+    return p.blocks
 
 
 def id_paragraphs(html_text: str) -> dict[str, str]:
-    """``{id: text}`` of the paragraphs and headings of one HTML page."""
-    p = _IdText()
-    p.feed(html_text)
-    p.close()
-    return p.texts
+    """``{id: text}`` of the paragraphs and headings of one HTML page that have an ``id``."""
+    out: dict[str, str] = {}
+    for ident, text in blocks(html_text):
+        if ident:
+            out.setdefault(ident, text)
+    return out
+
+
+def parallel_pages(en_dir: Path, xx_dir: Path, glob: str, domain: str, skipped: Counter) -> Iterable[Pair]:
+    """Pages translated with the same DOM (GIMP help, the Debian Handbook, GNOME help): the
+    i-th block of a page pairs with the i-th block of its translation; a page whose block
+    counts differ is skipped (counted in ``skipped``)."""
+    for en in sorted(en_dir.glob(glob)):
+        rel = en.relative_to(en_dir)
+        xx = xx_dir / rel
+        if not xx.is_file():
+            continue
+        a, b = blocks(en.read_text(encoding="utf-8")), blocks(xx.read_text(encoding="utf-8"))
+        if len(a) != len(b):
+            skipped[f"{domain}: pages with other block counts"] += 1
+            continue
+        for i, ((_, x), (_, y)) in enumerate(zip(a, b)):
+            yield Pair(y, x, domain, f"{rel}#{i}")
+
+
+QM_MAGIC = bytes.fromhex("3cb86418caef9c95cd211cbf60a1bddd")
+
+
+def qm_messages(path: Path) -> list[tuple[str, str, str]]:
+    """``(context, English source, translation)`` of a Qt ``.qm`` catalog (its ``Messages``
+    section; entries without source text or translation skipped, plural forms: the first)."""
+    data = path.read_bytes()
+    if data[:16] != QM_MAGIC:
+        raise ValueError(f"{path}: not a Qt .qm file (bad magic)")
+    i, messages = 16, b""
+    while i + 5 <= len(data):
+        tag, n = data[i], int.from_bytes(data[i + 1:i + 5], "big")
+        if tag == 0x69:
+            messages = data[i + 5:i + 5 + n]
+        i += 5 + n
+    out, cur, j = [], {}, 0
+    while j < len(messages):
+        t = messages[j]
+        j += 1
+        if t == 1:  # end of a message
+            if cur.get(6) and cur.get(3):
+                out.append((cur.get(7, ""), cur[6], cur[3]))
+            cur = {}
+        elif t in (3, 6, 7, 8):  # translation (UTF-16BE), source, context, comment (UTF-8)
+            n = int.from_bytes(messages[j:j + 4], "big")
+            n = 0 if n == 0xFFFFFFFF else n
+            raw = messages[j + 4:j + 4 + n]
+            j += 4 + n
+            cur.setdefault(t, raw.decode("utf-16-be") if t == 3 else raw.decode("utf-8", "replace"))
+        elif t == 5:  # obsolete hash
+            j += 4
+        else:
+            raise ValueError(f"{path}: unknown message field tag {t} at byte {j}")
+    return out
 
 
 def help_pairs(en_dir: Path, xx_dir: Path) -> Iterable[Pair]:
@@ -134,18 +216,28 @@ def catalog_pairs(files: Iterable[Path], domain: str, root: Path) -> Iterable[Pa
             yield Pair(msgstr, msgid, domain, f"{f.relative_to(root)}:{' '.join(msgid[:40].split())}")
 
 
-def raw_pairs(pair: str, root: Path) -> list[Pair]:
-    """Every candidate pair of ``pair`` from the extracted packages under ``root``."""
+def raw_pairs(pair: str, root: Path, skipped: Counter | None = None) -> list[Pair]:
+    """Every candidate pair of ``pair`` from the extracted packages under ``root`` (pages
+    that cannot be aligned are counted in ``skipped``)."""
+    skipped = Counter() if skipped is None else skipped
     from lightning_des.data.translation import ding_pairs, reference_pairs
 
-    deb, loc, helpdir = LANG[pair]
+    lang = LANG[pair]
+    deb, loc = lang.deb, lang.locale
     out: list[Pair] = []
     h = root / "usr/share/libreoffice/help"
-    out += help_pairs(h / "en-US", h / helpdir)
+    out += help_pairs(h / "en-US", h / lang.lo_help)
     out += catalog_pairs((root / f"usr/lib/libreoffice/program/resource/{loc}/LC_MESSAGES").glob("*.mo"), "lo-ui", root)
     lc = root / f"usr/share/locale/{loc}/LC_MESSAGES"
     out += catalog_pairs([lc / "gcc-12.mo", lc / "cpplib-12.mo"], "gcc", root)
     out += catalog_pairs([lc / "util-linux.mo"], "util-linux", root)
+    for f in sorted((root / "usr/share/qt5/translations").glob(f"*_{loc}.qm")):
+        out += [Pair(tr, src, "qt", f"{f.name}:{ctx}:{' '.join(src[:40].split())}") for ctx, src, tr in qm_messages(f)]
+    share = root / "usr/share"
+    out += parallel_pages(share / "gimp/2.0/help/en", share / f"gimp/2.0/help/{loc}", "*.html", "gimp-help", skipped)
+    hb = share / "doc/debian-handbook/html"
+    out += parallel_pages(hb / "en-US", hb / lang.handbook, "*.html", "debian-handbook", skipped)
+    out += parallel_pages(share / "help/C", share / f"help/{loc}", "**/*.page", "gnome-help", skipped)
     out += [Pair(s, t, "debian-reference", f"p{i}") for i, (s, t) in enumerate(reference_pairs(root / "usr/share/debian-reference", deb))]
     if pair == "de-en":
         with open(root / "usr/share/trans/de-en", encoding="utf-8") as f:
@@ -157,7 +249,9 @@ def raw_pairs(pair: str, root: Path) -> list[Pair]:
 
 PLACEHOLDER = re.compile(r"%\d+\$[-+ #0-9.]*[a-zA-Z]+|%[-+ #0-9.]*[qlhzjt]*[a-zA-Z<>]|%\d+|%[A-Z][A-Z_]+%?|\$[A-Z][A-Z0-9_]*\$?")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
-_ACCEL = re.compile(r"\s*\((?:~|_)[A-Za-z0-9]\)")  # Chinese UI "打开(~O)"
+_LATIN = re.compile(r"[A-Za-z]")
+_ACCEL = re.compile(r"\s*\((?:~|_|&)[A-Za-z0-9]\)")  # Chinese UI "打开(~O)", "作者(&A)"
+_QT_AMP = re.compile(r"&(?=\S)")
 RATIO = {"de-en": (0.5, 2.5), "zh-en": (0.12, 1.5)}
 
 
@@ -174,6 +268,8 @@ def clean(pairs: Iterable[Pair], pair: str, stats: Counter) -> list[Pair]:
         s, t = p.src.strip("\n"), p.tgt.strip("\n")
         if p.domain == "lo-ui":
             s, t = _ACCEL.sub("", s).replace("~", ""), t.replace("~", "")
+        elif p.domain == "qt":
+            s, t = (_QT_AMP.sub("", _ACCEL.sub("", x).replace("&&", "\0")).replace("\0", "&") for x in (s, t))
         s_lines, t_lines = s.split("\n"), t.split("\n")
         if len(s_lines) != len(t_lines):
             stats["drop: line counts differ"] += 1
@@ -183,7 +279,7 @@ def clean(pairs: Iterable[Pair], pair: str, stats: Counter) -> list[Pair]:
             if to_simplified is not None:
                 a = to_simplified(a)
             reason = None
-            if not a or a == b or (pair == "zh-en" and not _CJK.search(a)):
+            if not a or a == b or (pair == "zh-en" and len(_CJK.findall(a)) < max(1, 0.25 * len(_LATIN.findall(a)))):
                 reason = "untranslated"
             elif not 3 <= len(b.split()) <= 100:
                 reason = "English not 3..100 words"
@@ -256,7 +352,7 @@ def read_tsv(path: Path) -> list[Pair]:
 def build(pair: str, root: Path, out_dir: Path) -> dict:
     """Raw pairs from ``root`` -> cleaned -> split -> ``out_dir``; returns the statistics."""
     stats: Counter = Counter()
-    raw = raw_pairs(pair, root)
+    raw = raw_pairs(pair, root, stats)
     per_domain_raw = Counter(p.domain for p in raw)
     kept = clean(raw, pair, stats)
     splits, removed = split(kept)
