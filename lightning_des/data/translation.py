@@ -169,26 +169,49 @@ class SubwordTokenizer:
 
 
 class BucketBatchSampler(torch.utils.data.Sampler):
-    """Batches of similar source length: shuffle, cut into chunks of 50 batches, sort each
-    chunk by length, batch it, shuffle the batches (a new order every epoch, seeded)."""
+    """Batches of similar length: shuffle, cut into chunks, sort each chunk by length, batch it,
+    shuffle the batches (a new order every epoch, seeded). ``batch_size`` examples per batch,
+    or with ``max_tokens`` as many as fit ``examples * longest length <= max_tokens`` (the
+    padded token count; a longer single example forms its own batch)."""
 
-    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0) -> None:
+    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0, max_tokens: int | None = None) -> None:
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
         self.lengths, self.batch_size, self.shuffle, self.seed, self.epoch = lengths, batch_size, shuffle, seed, 0
+        self.max_tokens = max_tokens
 
-    def __iter__(self):
-        g = np.random.default_rng(self.seed + self.epoch)
-        self.epoch += 1
+    def _batches(self, epoch: int) -> list[list[int]]:
+        if not self.lengths:
+            return []
+        g = np.random.default_rng(self.seed + epoch)
         idx = g.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
-        chunk = self.batch_size * 50
-        batches = []
+        chunk = self.batch_size * 50 if self.max_tokens is None else max(int(50 * self.max_tokens / max(np.mean(self.lengths), 1)), 1)
+        batches: list[list[int]] = []
         for c in range(0, len(idx), chunk):
             part = sorted(idx[c:c + chunk], key=lambda i: self.lengths[i])
-            batches += [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+            if self.max_tokens is None:
+                batches += [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+                continue
+            cur: list[int] = []
+            for i in part:  # ascending length: the newest example is the longest
+                if cur and (len(cur) + 1) * self.lengths[i] > self.max_tokens:
+                    batches.append(cur)
+                    cur = []
+                cur.append(i)
+            if cur:
+                batches.append(cur)
         order = g.permutation(len(batches)) if self.shuffle else range(len(batches))
-        return iter([list(map(int, batches[i])) for i in order])
+        return [list(map(int, batches[i])) for i in order]
+
+    def __iter__(self):
+        batches = self._batches(self.epoch)
+        self.epoch += 1
+        return iter(batches)
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        if self.max_tokens is None:
+            return -(-len(self.lengths) // self.batch_size)
+        return len(self._batches(self.epoch))  # the batches the next iteration yields
 
 
 class TranslationDataModule(pl.LightningDataModule):
@@ -203,12 +226,14 @@ class TranslationDataModule(pl.LightningDataModule):
         reverse: translate target -> source instead.
         vocab_size: subword vocabulary per side (a maximum for small corpora).
         max_tokens: drop training pairs longer than this on either side (counted in the log).
+        batch_tokens: form batches by padded token count (at most this many) instead of
+            ``batch_size`` examples.
         max_pairs: keep the first N (training) pairs (tests, quick runs).
     """
 
     def __init__(self, pair: str = "de-en", path: str | None = None, reverse: bool = False, vocab_size: int = 8000,
                  max_tokens: int = 64, batch_size: int = 64, seed: int = 0, max_pairs: int | None = None,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, batch_tokens: int | None = None) -> None:
         super().__init__()
         if path is None and pair not in PAIRS:
             raise ValueError(f"unknown language pair {pair!r}; known: {sorted(PAIRS)} (or give path=)")
@@ -216,6 +241,7 @@ class TranslationDataModule(pl.LightningDataModule):
         self.prepared = path is None or self.source.is_dir()  # a corpus directory (else one TSV)
         self.pair, self.batch_size, self.seed, self.num_workers = pair, batch_size, seed, num_workers
         self.reverse, self.vocab_size, self.max_pairs, self.max_tokens = reverse, vocab_size, max_pairs, max_tokens
+        self.batch_tokens = batch_tokens
 
     train_pairs = fitted()
     val_pairs = fitted()
@@ -258,13 +284,15 @@ class TranslationDataModule(pl.LightningDataModule):
         return len(self.tgt_tok)
 
     def encode(self, pairs: list[tuple[str, str]], drop_long: bool) -> list[dict]:
+        """Token ids per pair, with ``idx``: the pair's position in ``pairs`` (so metrics can
+        use the raw reference text)."""
         out, dropped = [], 0
-        for s, t in pairs:
+        for i, (s, t) in enumerate(pairs):
             src, tgt = self.src_tok.encode(s) + [EOS], [BOS] + self.tgt_tok.encode(t) + [EOS]
             if drop_long and max(len(src), len(tgt)) > self.max_tokens:
                 dropped += 1
                 continue
-            out.append({"src": src, "tgt": tgt})
+            out.append({"src": src, "tgt": tgt, "idx": [i]})
         if dropped:
             log.info("dropped %d of %d training pairs longer than %d tokens", dropped, len(pairs), self.max_tokens)
         return out
@@ -278,7 +306,8 @@ class TranslationDataModule(pl.LightningDataModule):
 
     def _loader(self, pairs, train: bool) -> DataLoader:
         items = self.encode(pairs, drop_long=train)
-        sampler = BucketBatchSampler([len(x["src"]) for x in items], self.batch_size, shuffle=train, seed=self.seed)
+        lengths = [max(len(x["src"]), len(x["tgt"])) if self.batch_tokens else len(x["src"]) for x in items]
+        sampler = BucketBatchSampler(lengths, self.batch_size, shuffle=train, seed=self.seed, max_tokens=self.batch_tokens)
         return DataLoader(items, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:

@@ -64,7 +64,7 @@ def test_teacher_forced_logits_equal_step_by_step_decoding(attention):
         logits, _ = m(src, tgt)
         memory, mask, s, st = m.encode(src)
         for t in range(tgt.shape[1] - 1):
-            step_logits, s, st = m._decode_step(tgt[:, t], s, memory, mask, st)
+            step_logits, s, st, _ = m._decode_step(tgt[:, t], s, memory, mask, st)
             keep = torch.ones(22, dtype=torch.bool)
             keep[[PAD, BOS]] = False  # masked to -inf when decoding
             assert torch.allclose(logits[:, t, keep], step_logits[:, keep], atol=1e-5)

@@ -9,6 +9,17 @@ The optional EOS term adds ``-eos_weight * log a_{t, src_eos}`` at the step whos
 token cross-entropy; the sum is divided by the number of target tokens (so at weight 1 the term
 weighs like one target token: dividing it by the sentence count instead made it ~15x heavier
 and cost both models BLEU on de->en, see README).
+
+Training recipe switches (shared by both attentions): ``label_smoothing`` (training loss only;
+``val_loss`` stays the plain cross-entropy), ``lr_schedule`` (``constant``; ``warmup_rsqrt``:
+linear warm-up over ``warmup_steps`` then ``lr * sqrt(warmup / step)``; ``plateau``: halve when
+the monitored validation metric stops improving), ``tie_embeddings`` (the output projection
+shares the target embedding matrix; the readout is then ``embedding_dim`` wide),
+``val_bleu`` (greedy-decode the validation set every epoch and log ``val_bleu`` against the raw
+reference text, for checkpoint selection), and beam search's ``coverage_penalty`` (GNMT:
+``beta * sum_j log(min(sum_t a_tj, 1))`` added to ``log p / length ** length_penalty``).
+Test metrics use the raw reference sentences of the data module (not subword round trips) and
+are also logged per source domain (``test_bleu/<domain>``) when the corpus has several.
 """
 
 from __future__ import annotations
@@ -33,19 +44,30 @@ class Seq2Seq(pl.LightningModule):
         eos_weight: weight of the EOS attention term (0 = off).
         forget_bias: initial bias of KVMemAtt's forget layer (see ``KVMemoryAttention``).
         beam, length_penalty: test/predict decoding (beam 1 = greedy); hypotheses are ranked
-            by log-prob / length ** length_penalty.
+            by log-prob / length ** length_penalty (+ the coverage penalty).
+        coverage_penalty: GNMT's coverage weight ``beta`` (0 = off).
         max_len_ratio: decode at most ``ratio * source length + 10`` tokens.
+        label_smoothing, lr_schedule, warmup_steps, tie_embeddings, val_bleu: the training
+            recipe (module docstring).
     """
 
     def __init__(self, src_vocab_size: int = 0, tgt_vocab_size: int = 0, attention: Literal["bahdanau", "kvmem"] = "bahdanau",
                  embedding_dim: int = 256, hidden: int = 256, rounds: int = 2, eos_weight: float = 0.0, dropout: float = 0.2,
                  lr: float = 1e-3, beam: int = 5, length_penalty: float = 1.0, max_len_ratio: float = 2.0,
-                 forget_bias: float = 0.0) -> None:
+                 forget_bias: float = 0.0, label_smoothing: float = 0.0,
+                 lr_schedule: Literal["constant", "warmup_rsqrt", "plateau"] = "constant", warmup_steps: int = 0,
+                 tie_embeddings: bool = False, val_bleu: bool = False, coverage_penalty: float = 0.0) -> None:
         super().__init__()
         if src_vocab_size <= 0 or tgt_vocab_size <= 0:
             raise ValueError("src_vocab_size and tgt_vocab_size must be positive (set by the data module)")
         if attention not in ("bahdanau", "kvmem"):
             raise ValueError(f"attention must be 'bahdanau' or 'kvmem', got {attention!r}")
+        if lr_schedule not in ("constant", "warmup_rsqrt", "plateau"):
+            raise ValueError(f"lr_schedule must be 'constant', 'warmup_rsqrt' or 'plateau', got {lr_schedule!r}")
+        if lr_schedule == "warmup_rsqrt" and warmup_steps < 1:
+            raise ValueError("lr_schedule 'warmup_rsqrt' needs warmup_steps >= 1")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.save_hyperparameters()
         self.src_emb = nn.Embedding(src_vocab_size, embedding_dim, padding_idx=PAD)
         self.tgt_emb = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=PAD)
@@ -54,8 +76,11 @@ class Seq2Seq(pl.LightningModule):
         self.query = nn.Linear(hidden + embedding_dim, hidden)
         self.att = BahdanauAttention(hidden, hidden, hidden) if attention == "bahdanau" else KVMemoryAttention(hidden, hidden, hidden, rounds, forget_bias)
         self.cell = nn.GRUCell(embedding_dim + hidden, hidden)
-        self.out = nn.Linear(2 * hidden + embedding_dim, hidden)
-        self.proj = nn.Linear(hidden, tgt_vocab_size)
+        readout = embedding_dim if tie_embeddings else hidden
+        self.out = nn.Linear(2 * hidden + embedding_dim, readout)
+        self.proj = nn.Linear(readout, tgt_vocab_size)
+        if tie_embeddings:
+            self.proj.weight = self.tgt_emb.weight
         self.drop = nn.Dropout(dropout)
 
     # -- model ---------------------------------------------------------------------------
@@ -86,19 +111,20 @@ class Seq2Seq(pl.LightningModule):
             atts.append(a)
         return self.proj(self.drop(torch.stack(readouts, 1))), torch.stack(atts, 1)
 
-    def losses(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def losses(self, batch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(summed token cross-entropy, token count, summed EOS-attention term)."""
         src, tgt = batch["src"], batch["tgt"]
         logits, atts = self(src, tgt)
         gold = tgt[:, 1:]
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=PAD, reduction="sum")
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=PAD, reduction="sum",
+                             label_smoothing=label_smoothing)
         src_eos = (src != PAD).sum(1) - 1  # the source's <eos> position
         at_eos = atts[gold == EOS]  # [B, S]: attention at each sentence's <eos> step
         eos_term = -torch.log(at_eos.gather(1, src_eos[:, None]).clamp(min=1e-9)).sum()
         return ce, (gold != PAD).sum(), eos_term
 
     def training_step(self, batch, batch_idx):
-        ce, n, eos = self.losses(batch)
+        ce, n, eos = self.losses(batch, self.hparams.label_smoothing)
         loss = (ce + self.hparams.eos_weight * eos) / n  # the EOS term counts like eos_weight target tokens per sentence
         self.log("train_loss", ce / n, prog_bar=True, batch_size=int(n))
         return loss
@@ -107,16 +133,39 @@ class Seq2Seq(pl.LightningModule):
         ce, n, _ = self.losses(batch)
         self.log("val_loss", ce / n, prog_bar=True, batch_size=int(n))
         self.log("val_ppl", torch.exp(ce / n), batch_size=int(n))
+        if self.hparams.val_bleu:
+            self._val_outputs.extend(zip(batch["idx"][:, 0].tolist(), self.greedy(batch["src"])))
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs = []
+
+    def on_validation_epoch_end(self) -> None:
+        if self.hparams.val_bleu and self._val_outputs and not self.trainer.sanity_checking:
+            from lightning_des.models.nmt.metrics import translation_metrics
+
+            dm = self.trainer.datamodule
+            hyps = [dm.tgt_tok.decode(h) for _, h in self._val_outputs]
+            refs = [dm.val_pairs[i][1] for i, _ in self._val_outputs]
+            self.log("val_bleu", translation_metrics(hyps, refs)["bleu"], prog_bar=True)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        if self.hparams.lr_schedule == "warmup_rsqrt":
+            w = self.hparams.warmup_steps
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min((step + 1) / w, math.sqrt(w / (step + 1))))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        if self.hparams.lr_schedule == "plateau":
+            mode, monitor = ("max", "val_bleu") if self.hparams.val_bleu else ("min", "val_loss")
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=0.5, patience=1)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor, "interval": "epoch"}}
+        return opt
 
     # -- decoding ------------------------------------------------------------------------
     def _decode_step(self, y, s, memory, mask, st):
-        o, s, _, st = self.step(y, s, memory, mask, st)
+        o, s, a, st = self.step(y, s, memory, mask, st)
         logits = self.proj(self.drop(o))
         logits[:, PAD] = logits[:, BOS] = float("-inf")  # never emitted
-        return logits, s, st
+        return logits, s, st, a
 
     @torch.no_grad()
     def greedy(self, src: torch.Tensor) -> list[list[int]]:
@@ -125,7 +174,7 @@ class Seq2Seq(pl.LightningModule):
         y = torch.full((src.shape[0],), BOS, dtype=torch.long)
         out, done = [[] for _ in range(src.shape[0])], torch.zeros(src.shape[0], dtype=torch.bool)
         for _ in range(int(self.hparams.max_len_ratio * src.shape[1]) + 10):
-            logits, s, st = self._decode_step(y, s, memory, mask, st)
+            logits, s, st, _ = self._decode_step(y, s, memory, mask, st)
             y = logits.argmax(-1)
             for i in torch.nonzero(~done).ravel().tolist():
                 if int(y[i]) == EOS:
@@ -138,17 +187,20 @@ class Seq2Seq(pl.LightningModule):
 
     @torch.no_grad()
     def beam_search(self, src: torch.Tensor, beam: int | None = None) -> list[int]:
-        """One sentence (``src`` [1, S]); finished hypotheses ranked by log-prob / len ** penalty."""
+        """One sentence (``src`` [1, S]); finished hypotheses ranked by :func:`hypothesis_score`."""
         self.eval()
         k = beam or self.hparams.beam
+        alpha, beta = self.hparams.length_penalty, self.hparams.coverage_penalty
         memory, mask, s, st = self.encode(src)
         hyps, scores = [[]], torch.zeros(1)
+        cover = torch.zeros(1, src.shape[1])  # attention summed over each hypothesis' steps
         y = torch.tensor([BOS])
         finished: list[tuple[float, list[int]]] = []
         max_len = int(self.hparams.max_len_ratio * int(mask.sum())) + 10
         for t in range(max_len):
             n = len(hyps)
-            logits, s, st = self._decode_step(y, s, memory.expand(n, -1, -1), mask.expand(n, -1), st)
+            logits, s, st, a = self._decode_step(y, s, memory.expand(n, -1, -1), mask.expand(n, -1), st)
+            cover = cover + a
             cand = (scores[:, None] + F.log_softmax(logits, -1)).view(-1)
             top = cand.topk(min(2 * k, cand.numel()))
             V = logits.shape[1]
@@ -156,20 +208,23 @@ class Seq2Seq(pl.LightningModule):
             for sc, ix in zip(top.values.tolist(), top.indices.tolist()):
                 h, tok = ix // V, ix % V
                 if tok == EOS:
-                    finished.append((sc / (len(hyps[h]) + 1) ** self.hparams.length_penalty, hyps[h]))
+                    finished.append((hypothesis_score(sc, len(hyps[h]) + 1, cover[h], alpha, beta), hyps[h]))
                 elif len(keep_src) < k:
                     keep_src.append(h)
                     keep_tok.append(tok)
                     keep_score.append(sc)
-            best_open = max(keep_score, default=-math.inf) / (t + 2) ** self.hparams.length_penalty
+            # open hypotheses only lose log-prob; their coverage term can still rise to 0
+            best_open = max(keep_score, default=-math.inf) / (t + 2) ** alpha
             if len(finished) >= k and max(f[0] for f in finished) >= best_open or not keep_src:
                 break
             idx = torch.tensor(keep_src)
             hyps = [hyps[h] + [tok] for h, tok in zip(keep_src, keep_tok)]
             scores, y, s = torch.tensor(keep_score), torch.tensor(keep_tok), s.index_select(0, idx)
+            cover = cover.index_select(0, idx)
             st = tuple(x.index_select(0, idx) for x in st)
         if not finished:
-            finished = [(float(sc) / max(len(h), 1) ** self.hparams.length_penalty, h) for sc, h in zip(scores.tolist(), hyps)]
+            finished = [(hypothesis_score(float(sc), max(len(h), 1), cover[i], alpha, beta), h)
+                        for i, (sc, h) in enumerate(zip(scores.tolist(), hyps))]
         return max(finished, key=lambda f: f[0])[1]
 
     def translate(self, src: torch.Tensor, beam: int | None = None) -> list[list[int]]:
@@ -185,20 +240,39 @@ class Seq2Seq(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         ce, n, _ = self.losses(batch)
         self.log("test_loss", ce / n, batch_size=int(n))
-        self._outputs.extend(zip(batch["src"].tolist(), batch["tgt"].tolist(), self.translate(batch["src"])))
+        self._outputs.extend(zip(batch["idx"][:, 0].tolist(), self.translate(batch["src"])))
 
     def on_test_epoch_start(self) -> None:
         self._outputs = []
 
     def on_test_epoch_end(self) -> None:
+        """Metrics against the raw reference sentences, overall and per source domain."""
         from lightning_des.models.nmt.metrics import translation_metrics
 
         dm = self.trainer.datamodule
-        hyps = [dm.tgt_tok.decode(h) for _, _, h in self._outputs]
-        refs = [dm.tgt_tok.decode(t) for _, t, _ in self._outputs]
+        hyps = [dm.tgt_tok.decode(h) for _, h in self._outputs]
+        refs = [dm.test_pairs[i][1] for i, _ in self._outputs]
         for k, v in translation_metrics(hyps, refs).items():
             self.log(f"test_{k}", v)
+        domains = [dm.test_domains[i] for i, _ in self._outputs]
+        if len(set(domains)) > 1:
+            for d in sorted(set(domains)):
+                mine = [j for j, x in enumerate(domains) if x == d]
+                m = translation_metrics([hyps[j] for j in mine], [refs[j] for j in mine])
+                self.log(f"test_bleu/{d}", m["bleu"])
+                self.log(f"test_chrf/{d}", m["chrf"])
 
     def predict_step(self, batch, batch_idx):
         dm = self.trainer.datamodule
         return [dm.tgt_tok.decode(h) for h in self.translate(batch["src"])]
+
+
+def hypothesis_score(logp: float, length: int, coverage: torch.Tensor, length_penalty: float, coverage_penalty: float) -> float:
+    """``logp / length ** length_penalty + coverage_penalty * sum_j log(min(coverage_j, 1))``
+    (GNMT's coverage term over source positions; ``coverage`` is the attention summed over the
+    hypothesis' steps, padding positions 0 are left out)."""
+    score = logp / length ** length_penalty
+    if coverage_penalty:
+        c = coverage[coverage > 0]
+        score += coverage_penalty * float(torch.log(c.clamp(max=1.0)).sum())
+    return score
