@@ -1,7 +1,7 @@
 """Attention readers over the encoder annotations, one step at a time.
 
-* :class:`BahdanauAttention`: additive attention, ``a = softmax_j(v^T tanh(W q + U h_j))``,
-  ``c = sum_j a_j h_j``; no state across steps.
+* :class:`BahdanauAttention` (shared with poetry, in :mod:`lightning_des.models.rnn`): additive
+  attention, ``a = softmax_j(v^T tanh(W q + U h_j))``, ``c = sum_j a_j h_j``; no state across steps.
 * :class:`KVMemoryAttention` (KVMemAtt): a fixed value memory ``V = {h_j}`` and a key memory
   ``K`` (initialised to ``h_j``) that is rewritten at every read and carried to the next
   decoding step. Each step runs ``rounds`` rounds of: address with the key memory,
@@ -22,19 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lightning_des.models.rnn import BahdanauAttention
 
-class BahdanauAttention(nn.Module):
-    def __init__(self, query_dim: int, memory_dim: int, hidden: int) -> None:
-        super().__init__()
-        self.w, self.u, self.v = nn.Linear(query_dim, hidden), nn.Linear(memory_dim, hidden, bias=False), nn.Linear(hidden, 1, bias=False)
-
-    def init_state(self, memory: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (self.u(memory),)  # the keys never change: precompute U h_j
-
-    def forward(self, q: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, state: tuple[torch.Tensor, ...]):
-        (keys,) = state
-        a = torch.softmax(self.v(torch.tanh(keys + self.w(q)[:, None])).squeeze(-1).masked_fill(~mask, float("-inf")), -1)
-        return (a[..., None] * memory).sum(1), a, state
+__all__ = ["BahdanauAttention", "KVMemoryAttention"]
 
 
 class KVMemoryAttention(nn.Module):

@@ -31,10 +31,10 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lightning_des.data.translation import BOS, EOS, PAD
 from lightning_des.models.nmt.attention import BahdanauAttention, KVMemoryAttention
+from lightning_des.models.rnn import BiGRUEncoder
 
 
 class Seq2Seq(pl.LightningModule):
@@ -71,7 +71,7 @@ class Seq2Seq(pl.LightningModule):
         self.save_hyperparameters()
         self.src_emb = nn.Embedding(src_vocab_size, embedding_dim, padding_idx=PAD)
         self.tgt_emb = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=PAD)
-        self.encoder = nn.GRU(embedding_dim, hidden // 2, batch_first=True, bidirectional=True)
+        self.encoder = BiGRUEncoder(embedding_dim, hidden)
         self.init = nn.Linear(hidden, hidden)
         self.query = nn.Linear(hidden + embedding_dim, hidden)
         self.att = BahdanauAttention(hidden, hidden, hidden) if attention == "bahdanau" else KVMemoryAttention(hidden, hidden, hidden, rounds, forget_bias)
@@ -85,9 +85,7 @@ class Seq2Seq(pl.LightningModule):
 
     # -- model ---------------------------------------------------------------------------
     def encode(self, src: torch.Tensor):
-        lengths = (src != PAD).sum(1).clamp(min=1).cpu()
-        out, _ = self.encoder(pack_padded_sequence(self.drop(self.src_emb(src)), lengths, batch_first=True, enforce_sorted=False))
-        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])
+        memory = self.encoder(self.drop(self.src_emb(src)), src)
         mask = src != PAD
         s = torch.tanh(self.init((memory * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)))
         return memory, mask, s, self.att.init_state(memory)

@@ -15,23 +15,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lightning_des.data.poems import BOS, EOS, PAD
 from lightning_des.models.poetry.base import PoetryModule
 from lightning_des.models.poetry.constraints import constrained_beam
-
-
-class BiEncoder(nn.Module):
-    def __init__(self, embedding_dim: int, hidden: int) -> None:
-        super().__init__()
-        self.gru = nn.GRU(embedding_dim, hidden // 2, batch_first=True, bidirectional=True)
-
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        lengths = (tokens != PAD).sum(1).clamp(min=1).cpu()
-        out, _ = self.gru(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=tokens.shape[1])
-        return out
+from lightning_des.models.rnn import BahdanauAttention, BiGRUEncoder
 
 
 class LineGenerator(PoetryModule):
@@ -41,9 +29,9 @@ class LineGenerator(PoetryModule):
         super().__init__(vocab_size, lr)
         self.save_hyperparameters()
         self.emb = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD)
-        self.kw_enc, self.ctx_enc = BiEncoder(embedding_dim, hidden), BiEncoder(embedding_dim, hidden)
+        self.kw_enc, self.ctx_enc = BiGRUEncoder(embedding_dim, hidden), BiGRUEncoder(embedding_dim, hidden)
         self.init = nn.Linear(hidden, hidden)
-        self.att_mem, self.att_state, self.att_v = nn.Linear(hidden, hidden, bias=False), nn.Linear(hidden, hidden), nn.Linear(hidden, 1, bias=False)
+        self.att = BahdanauAttention(hidden, hidden, hidden)
         self.cell = nn.GRUCell(embedding_dim + hidden, hidden)
         self.out = nn.Linear(2 * hidden + embedding_dim, hidden)
         self.proj = nn.Linear(hidden, vocab_size)
@@ -54,16 +42,13 @@ class LineGenerator(PoetryModule):
         memory = torch.cat([self.kw_enc(self.drop(self.emb(keyword)), keyword), self.ctx_enc(self.drop(self.emb(context)), context)], 1)
         mask = torch.cat([keyword != PAD, context != PAD], 1)
         mean = (memory * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        return memory, self.att_mem(memory), mask, torch.tanh(self.init(mean))
-
-    def attend(self, s: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        e = self.att_v(torch.tanh(keys + self.att_state(s)[:, None])).squeeze(-1).masked_fill(~mask, float("-inf"))
-        return (torch.softmax(e, -1)[..., None] * memory).sum(1)
+        (keys,) = self.att.init_state(memory)
+        return memory, keys, mask, torch.tanh(self.init(mean))
 
     def decode_step(self, y: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """One step from previous token ``y`` [n]; state = (s, memory, keys, mask). Logits [n, V]."""
         s, memory, keys, mask = state
-        c = self.attend(s, memory, keys, mask)
+        c, _, _ = self.att(s, memory, mask, (keys,))
         e = self.drop(self.emb(y))
         s = self.cell(torch.cat([e, c], -1), s)
         logits = self.proj(self.drop(torch.tanh(self.out(torch.cat([s, c, e], -1)))))
