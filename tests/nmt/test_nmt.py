@@ -48,6 +48,22 @@ def test_kv_memory_update_matches_the_formula_and_carries_over():
     # forget_bias sets the forget layer's starting bias (F = sigmoid(-3) ~ 0.05 with zero weights)
     att3 = KVMemoryAttention(4, 6, 5, forget_bias=-3.0)
     assert torch.equal(att3.forget.bias, torch.full((6,), -3.0))
+    # refine="gru": the second round addresses with q' = GRUCell(c, q) (input c, state q)
+    g = KVMemoryAttention(4, 6, 5, rounds=2, refine="gru")
+    c1, a1, (k1,) = KVMemoryAttention.forward(g, q, h, mask, (h.clone(),))
+    e1 = g.v(torch.tanh(g.u(h) + g.w(q)[:, None])).squeeze(-1)
+    r1 = torch.softmax(e1, -1)
+    f1, add1 = torch.sigmoid(g.forget(q)), torch.tanh(g.add(q))
+    kr = h * (1 - r1[..., None] * f1[:, None]) + r1[..., None] * add1[:, None]
+    x, hq = (r1[..., None] * h).sum(1), q
+    rz = torch.sigmoid(x @ g.refine.weight_ih[:8].T + g.refine.bias_ih[:8] + hq @ g.refine.weight_hh[:8].T + g.refine.bias_hh[:8])
+    r, z = rz[:, :4], rz[:, 4:]
+    n = torch.tanh(x @ g.refine.weight_ih[8:].T + g.refine.bias_ih[8:] + r * (hq @ g.refine.weight_hh[8:].T + g.refine.bias_hh[8:]))
+    q2 = (1 - z) * n + z * hq
+    r2 = torch.softmax(g.v(torch.tanh(g.u(kr) + g.w(q2)[:, None])).squeeze(-1), -1)
+    assert torch.allclose(a1, r2, atol=1e-6) and torch.allclose(c1, (r2[..., None] * h).sum(1), atol=1e-6)
+    with pytest.raises(ValueError, match="refine must be"):
+        KVMemoryAttention(4, 6, 5, refine="lstm")
     # in the decoder the memory carries across steps (two rounds by default)
     m = Seq2Seq(20, 20, attention="kvmem", embedding_dim=8, hidden=12)
     memory, mask, s, st = m.encode(torch.tensor([[5, 6, 7, EOS]]))

@@ -43,6 +43,7 @@ class Seq2Seq(pl.LightningModule):
         attention: ``bahdanau`` (baseline) or ``kvmem`` (KVMemAtt, ``rounds`` rounds per step).
         eos_weight: weight of the EOS attention term (0 = off).
         forget_bias: initial bias of KVMemAtt's forget layer (see ``KVMemoryAttention``).
+        kv_refine: KVMemAtt's query refinement between rounds, ``tanh`` layer or ``gru`` cell.
         beam, length_penalty: test/predict decoding (beam 1 = greedy); hypotheses are ranked
             by log-prob / length ** length_penalty (+ the coverage penalty).
         coverage_penalty: GNMT's coverage weight ``beta`` (0 = off).
@@ -56,7 +57,8 @@ class Seq2Seq(pl.LightningModule):
                  lr: float = 1e-3, beam: int = 5, length_penalty: float = 1.0, max_len_ratio: float = 2.0,
                  forget_bias: float = 0.0, label_smoothing: float = 0.0,
                  lr_schedule: Literal["constant", "warmup_rsqrt", "plateau"] = "constant", warmup_steps: int = 0,
-                 tie_embeddings: bool = False, val_bleu: bool = False, coverage_penalty: float = 0.0) -> None:
+                 tie_embeddings: bool = False, val_bleu: bool = False, coverage_penalty: float = 0.0,
+                 kv_refine: Literal["tanh", "gru"] = "tanh") -> None:
         super().__init__()
         if src_vocab_size <= 0 or tgt_vocab_size <= 0:
             raise ValueError("src_vocab_size and tgt_vocab_size must be positive (set by the data module)")
@@ -74,7 +76,7 @@ class Seq2Seq(pl.LightningModule):
         self.encoder = BiGRUEncoder(embedding_dim, hidden)
         self.init = nn.Linear(hidden, hidden)
         self.query = nn.Linear(hidden + embedding_dim, hidden)
-        self.att = BahdanauAttention(hidden, hidden, hidden) if attention == "bahdanau" else KVMemoryAttention(hidden, hidden, hidden, rounds, forget_bias)
+        self.att = BahdanauAttention(hidden, hidden, hidden) if attention == "bahdanau" else KVMemoryAttention(hidden, hidden, hidden, rounds, forget_bias, kv_refine)
         self.cell = nn.GRUCell(embedding_dim + hidden, hidden)
         readout = embedding_dim if tie_embeddings else hidden
         self.out = nn.Linear(2 * hidden + embedding_dim, readout)
