@@ -9,8 +9,12 @@ one thread per run, ``--jobs`` runs at a time; each run's best-validation checkp
 with beam search (BLEU, chrF, repetition, dropping; test split) and timed: training tokens/s
 (target tokens of the training set x epochs / fit seconds) and decoding tokens/s (output
 tokens / seconds of the ``test`` command, beam 5, one sentence at a time); both include the
-process start-up (~10-15 s: imports, SentencePiece training), so they understate speed alike. Writes ``--out`` (default benchmarks/results/nmt.json: runs +
-side-by-side examples). ``--models`` adds one-factor KVMemAtt ablations (see ``VARIANTS``).
+process start-up (~10-15 s: imports, SentencePiece training), so they understate speed alike.
+BLEU and chrF are against the raw reference sentences, overall and per source domain. Finished
+runs are appended to ``--out`` with suffix ``.jsonl`` and skipped by a rerun (same pair, model,
+seed, epochs), so an interrupted benchmark resumes. Writes ``--out`` (default
+benchmarks/results/nmt.json: runs + side-by-side examples). ``--models`` adds one-factor
+KVMemAtt ablations (see ``VARIANTS``).
 """
 
 from __future__ import annotations
@@ -66,21 +70,26 @@ def run(pair: str, model: str, seed: int, epochs: int | None) -> dict:
         parts = [p.strip() for p in line.strip("│┃ ").split("│")]
         if len(parts) == 2 and parts[0].startswith("test_"):
             metrics[parts[0][5:]] = float(parts[1])
-    return {"pair": pair, "model": model, "seed": seed, "fit_s": fit_s, "test_s": test_s, "best": best.name, **metrics,
-            "predictions": str(out / "predictions.txt")}
+    return {"pair": pair, "model": model, "seed": seed, "epochs": epochs, "fit_s": fit_s, "test_s": test_s, "best": best.name,
+            **metrics, "predictions": str(out / "predictions.txt")}
 
 
 def rescore(pair: str, model: str, seed: int, dm) -> dict:
     """Test metrics of a finished run from its ``predictions.txt`` (``predict`` decodes the test
-    split exactly as ``test`` does; references go through the tokenizer as in ``test``). No timings."""
+    split exactly as ``test`` does), against the raw references as in ``test``. No timings."""
     from lightning_des.models.nmt.metrics import translation_metrics
 
     out = RUNS / f"{model}_{pair}_s{seed}"
     hyps = (out / "predictions.txt").read_text().splitlines()
-    refs = [dm.tgt_tok.decode(dm.tgt_tok.encode(t)) for _, t in dm.test_pairs]
+    refs = [t for _, t in dm.test_pairs]
     if len(hyps) != len(refs):
         raise ValueError(f"{out / 'predictions.txt'}: {len(hyps)} lines for {len(refs)} test pairs")
-    return {"pair": pair, "model": model, "seed": seed, **translation_metrics(hyps, refs), "predictions": str(out / "predictions.txt")}
+    per = {}
+    for d in sorted(set(dm.test_domains)):
+        idx = [i for i, x in enumerate(dm.test_domains) if x == d]
+        m = translation_metrics([hyps[i] for i in idx], [refs[i] for i in idx])
+        per |= {f"bleu/{d}": m["bleu"], f"chrf/{d}": m["chrf"]}
+    return {"pair": pair, "model": model, "seed": seed, **translation_metrics(hyps, refs), **per, "predictions": str(out / "predictions.txt")}
 
 
 def _data_module(pair: str):
@@ -113,9 +122,18 @@ def main() -> None:
             print(json.dumps({k: v for k, v in r.items() if k != "predictions"}))
         Path(args.out).write_text(json.dumps({"rows": rows}, ensure_ascii=False, indent=1))
         return
-    with cf.ThreadPoolExecutor(args.jobs) as pool:
-        for r in pool.map(lambda t: run(*t), todo):
+    cache = Path(args.out).with_suffix(".jsonl")
+    done = {}
+    if cache.is_file():
+        for line in cache.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["pair"], r["model"], r["seed"], r.get("epochs"))] = r
+    rows = [done[t] for t in todo if t in done]
+    with cf.ThreadPoolExecutor(args.jobs) as pool, cache.open("a") as f:
+        for r in pool.map(lambda t: run(*t), [t for t in todo if t not in done]):
             rows.append(r)
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.flush()
             print(f"{r['pair']} {r['model']} seed {r['seed']}: BLEU {r.get('bleu', float('nan')):.2f} ({r['fit_s']:.0f} s fit)", flush=True)
 
     examples, lines = {}, ["| pair | model | BLEU | chrF | repetition (1-gram / 2-gram) | dropping | train tokens/s | decode tokens/s |",
@@ -134,7 +152,16 @@ def main() -> None:
         hyp = {m: Path(next(r for r in rows if r["pair"] == pair and r["model"] == m and r["seed"] == args.first_seed)["predictions"]).read_text().splitlines()
                for m in args.models}
         examples[pair] = [{"source": s, "reference": t, **{m: hyp[m][i] for m in args.models}} for i, (s, t) in enumerate(dm.test_pairs[:8])]
+    domains = sorted({k.split("/", 1)[1] for r in rows for k in r if k.startswith("bleu/")})
+    if domains:
+        lines += ["", "| pair | model | " + " | ".join(f"BLEU {d}" for d in domains) + " |", "|---|---|" + "---|" * len(domains)]
+        for pair in args.pairs:
+            for m in args.models:
+                rs = [r for r in rows if r["pair"] == pair and r["model"] == m]
+                cells = [f"{statistics.mean(r[f'bleu/{d}'] for r in rs):.2f}" if all(f"bleu/{d}" in r for r in rs) else "-" for d in domains]
+                lines.append(f"| {pair} | {m} | " + " | ".join(cells) + " |")
     Path(args.out).write_text(json.dumps({"rows": rows, "examples": examples}, ensure_ascii=False, indent=1))
+    Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     for pair, ex in examples.items():
         for e in ex[:4]:
