@@ -10,7 +10,7 @@ import torch
 
 from lightning_des.data.translation import BOS, EOS, PAD, BucketBatchSampler, TranslationDataModule
 from lightning_des.models.nmt import Seq2Seq
-from lightning_des.models.nmt.seq2seq import hypothesis_score
+from lightning_des.models.rnn import hypothesis_score
 
 
 def toy_batch():

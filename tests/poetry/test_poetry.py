@@ -13,7 +13,8 @@ from lightning_des.cli import main
 from lightning_des.data.poems import (BOS, EOS, SEP, SPECIALS, KeywordIndex, MalformedPoemError, PoetryDataModule,
                                       collate, load_quatrains, split_poems)
 from lightning_des.models.poetry import LineGenerator, Planner, PlanningPoetGenerator, textrank
-from lightning_des.models.poetry.constraints import QuatrainConstraints, constrained_beam, rhyme_and_tone, rhymes
+from lightning_des.models.poetry.constraints import QuatrainConstraints, rhyme_and_tone, rhymes
+from lightning_des.models.rnn import beam_search
 
 from tests.test_cli import POETRY
 
@@ -70,7 +71,7 @@ def test_rhyme_groups_and_tones():
     assert [itos[i] for i in torch.nonzero(cons.masks(5, 1, ["一二三四五"])[-1]).ravel()] == ["山", "间", "风", "天", "年", "花"]
 
 
-def test_constrained_beam_finds_the_exhaustive_optimum():
+def test_fixed_length_beam_finds_the_exhaustive_optimum():
     torch.manual_seed(0)
     V, L = 7, 3
     table = torch.log_softmax(torch.randn(V, V) * 2, -1)  # a bigram model: p(next | prev)
@@ -79,7 +80,7 @@ def test_constrained_beam_finds_the_exhaustive_optimum():
         return table[y], state
 
     masks = [torch.tensor([False, True, True, True, True, True, False])] * L
-    tokens, score, _ = constrained_beam(step, (torch.zeros(1, 1),), 0, masks, 6, beam=V * V)
+    tokens, score = beam_search(step, (torch.zeros(1, 1),), 0, 6, beam=V * V, allowed=masks)
     best = max(itertools.product(range(1, 6), repeat=L),
                key=lambda s: sum(table[a, b] for a, b in zip((0,) + s, s + (6,))))
     assert tuple(tokens) == best
@@ -173,10 +174,10 @@ def test_repeat_limit_and_sampling_respect_the_masks():
         return table[y], state
 
     masks = [torch.tensor([False, True, True, True, False])] * 4
-    free, _, _ = constrained_beam(step, (torch.zeros(1, 1),), 0, masks, 4, beam=3, max_repeat=None)
-    capped, _, _ = constrained_beam(step, (torch.zeros(1, 1),), 0, masks, 4, beam=3, max_repeat=2)
+    free, _ = beam_search(step, (torch.zeros(1, 1),), 0, 4, beam=3, allowed=masks, max_repeat=None)
+    capped, _ = beam_search(step, (torch.zeros(1, 1),), 0, 4, beam=3, allowed=masks, max_repeat=2)
     assert free == [2, 2, 2, 2] and capped.count(2) == 2 and set(capped) <= {1, 2, 3}
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    a, _, _ = constrained_beam(step, (torch.zeros(1, 1),), 0, masks, 4, sample_top_k=3, generator=g1, max_repeat=None)
-    b, _, _ = constrained_beam(step, (torch.zeros(1, 1),), 0, masks, 4, sample_top_k=3, generator=g2, max_repeat=None)
+    a, _ = beam_search(step, (torch.zeros(1, 1),), 0, 4, allowed=masks, sample_top_k=3, generator=g1, max_repeat=None)
+    b, _ = beam_search(step, (torch.zeros(1, 1),), 0, 4, allowed=masks, sample_top_k=3, generator=g2, max_repeat=None)
     assert a == b and set(a) <= {1, 2, 3} and len(a) == 4

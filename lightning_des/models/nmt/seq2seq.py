@@ -34,7 +34,7 @@ from torch import nn
 
 from lightning_des.data.translation import BOS, EOS, PAD
 from lightning_des.models.nmt.attention import BahdanauAttention, KVMemoryAttention
-from lightning_des.models.rnn import BiGRUEncoder
+from lightning_des.models.rnn import BiGRUEncoder, beam_search
 
 
 class Seq2Seq(pl.LightningModule):
@@ -187,45 +187,20 @@ class Seq2Seq(pl.LightningModule):
 
     @torch.no_grad()
     def beam_search(self, src: torch.Tensor, beam: int | None = None) -> list[int]:
-        """One sentence (``src`` [1, S]); finished hypotheses ranked by :func:`hypothesis_score`."""
+        """One sentence (``src`` [1, S]); finished hypotheses ranked by :func:`hypothesis_score`
+        (length and coverage penalties) in :func:`lightning_des.models.rnn.beam_search`."""
         self.eval()
-        k = beam or self.hparams.beam
-        alpha, beta = self.hparams.length_penalty, self.hparams.coverage_penalty
         memory, mask, s, st = self.encode(src)
-        hyps, scores = [[]], torch.zeros(1)
-        cover = torch.zeros(1, src.shape[1])  # attention summed over each hypothesis' steps
-        y = torch.tensor([BOS])
-        finished: list[tuple[float, list[int]]] = []
+
+        def step(y, state):
+            n = y.shape[0]
+            logits, s, st, a = self._decode_step(y, state[0], memory.expand(n, -1, -1), mask.expand(n, -1), state[1:])
+            return F.log_softmax(logits, -1), (s, *st), a
+
         max_len = int(self.hparams.max_len_ratio * int(mask.sum())) + 10
-        for t in range(max_len):
-            n = len(hyps)
-            logits, s, st, a = self._decode_step(y, s, memory.expand(n, -1, -1), mask.expand(n, -1), st)
-            cover = cover + a
-            cand = (scores[:, None] + F.log_softmax(logits, -1)).view(-1)
-            top = cand.topk(min(2 * k, cand.numel()))
-            V = logits.shape[1]
-            keep_src, keep_tok, keep_score = [], [], []
-            for sc, ix in zip(top.values.tolist(), top.indices.tolist()):
-                h, tok = ix // V, ix % V
-                if tok == EOS:
-                    finished.append((hypothesis_score(sc, len(hyps[h]) + 1, cover[h], alpha, beta), hyps[h]))
-                elif len(keep_src) < k:
-                    keep_src.append(h)
-                    keep_tok.append(tok)
-                    keep_score.append(sc)
-            # open hypotheses only lose log-prob; their coverage term can still rise to 0
-            best_open = max(keep_score, default=-math.inf) / (t + 2) ** alpha
-            if len(finished) >= k and max(f[0] for f in finished) >= best_open or not keep_src:
-                break
-            idx = torch.tensor(keep_src)
-            hyps = [hyps[h] + [tok] for h, tok in zip(keep_src, keep_tok)]
-            scores, y, s = torch.tensor(keep_score), torch.tensor(keep_tok), s.index_select(0, idx)
-            cover = cover.index_select(0, idx)
-            st = tuple(x.index_select(0, idx) for x in st)
-        if not finished:
-            finished = [(hypothesis_score(float(sc), max(len(h), 1), cover[i], alpha, beta), h)
-                        for i, (sc, h) in enumerate(zip(scores.tolist(), hyps))]
-        return max(finished, key=lambda f: f[0])[1]
+        tokens, _ = beam_search(step, (s, *st), BOS, EOS, beam or self.hparams.beam, max_len,
+                                length_penalty=self.hparams.length_penalty, coverage_penalty=self.hparams.coverage_penalty)
+        return tokens
 
     def translate(self, src: torch.Tensor, beam: int | None = None) -> list[list[int]]:
         k = beam or self.hparams.beam
@@ -266,13 +241,3 @@ class Seq2Seq(pl.LightningModule):
         dm = self.trainer.datamodule
         return [dm.tgt_tok.decode(h) for h in self.translate(batch["src"])]
 
-
-def hypothesis_score(logp: float, length: int, coverage: torch.Tensor, length_penalty: float, coverage_penalty: float) -> float:
-    """``logp / length ** length_penalty + coverage_penalty * sum_j log(min(coverage_j, 1))``
-    (GNMT's coverage term over source positions; ``coverage`` is the attention summed over the
-    hypothesis' steps, padding positions 0 are left out)."""
-    score = logp / length ** length_penalty
-    if coverage_penalty:
-        c = coverage[coverage > 0]
-        score += coverage_penalty * float(torch.log(c.clamp(max=1.0)).sum())
-    return score

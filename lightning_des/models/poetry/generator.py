@@ -18,8 +18,7 @@ from torch import nn
 
 from lightning_des.data.poems import BOS, EOS, PAD
 from lightning_des.models.poetry.base import PoetryModule
-from lightning_des.models.poetry.constraints import constrained_beam
-from lightning_des.models.rnn import BahdanauAttention, BiGRUEncoder
+from lightning_des.models.rnn import BahdanauAttention, BiGRUEncoder, beam_search
 
 
 class LineGenerator(PoetryModule):
@@ -66,7 +65,8 @@ class LineGenerator(PoetryModule):
     @torch.no_grad()
     def generate_line(self, keyword: list[int], context: list[int], masks: list[torch.Tensor], beam: int = 5,
                       **search: Any) -> tuple[list[int], float]:
-        """Constrained beam search for one line (see :func:`constrained_beam`)."""
+        """Constrained beam search for one line: one mask per character (see
+        :func:`lightning_des.models.rnn.beam_search`)."""
         self.eval()
         memory, keys, mask, s = self.encode(torch.tensor([keyword]), torch.tensor([context]))
 
@@ -74,5 +74,4 @@ class LineGenerator(PoetryModule):
             logits, state = self.decode_step(y, state)
             return F.log_softmax(logits, -1), state
 
-        tokens, score, _ = constrained_beam(step, (s, memory, keys, mask), BOS, masks, EOS, beam, **search)
-        return tokens, score
+        return beam_search(step, (s, memory, keys, mask), BOS, EOS, beam, allowed=masks, **search)

@@ -11,7 +11,7 @@ from torch import nn
 
 from lightning_des.data.poems import PAD
 from lightning_des.models.poetry.base import PoetryModule
-from lightning_des.models.poetry.constraints import constrained_beam
+from lightning_des.models.rnn import beam_search
 
 
 class GRULanguageModel(PoetryModule):
@@ -58,5 +58,4 @@ class GRULanguageModel(PoetryModule):
             return F.log_softmax(logits[:, -1], -1), (h2.transpose(0, 1),)
 
         h0 = h.transpose(0, 1) if h is not None else torch.zeros(1, 0)
-        tokens, score, _ = constrained_beam(step, (h0,), prefix[-1], masks, end, beam, **search)
-        return tokens, score
+        return beam_search(step, (h0,), prefix[-1], end, beam, allowed=masks, **search)

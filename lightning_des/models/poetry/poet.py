@@ -140,7 +140,7 @@ class PlanningPoetGenerator:
     def write(self, plan: list[str], chars: int = 7, rhyme: bool = True, tone: bool = True, beam: int = 5,
               use_keywords: bool = True, **search: Any) -> GeneratedPoem:
         """Write a quatrain for a given plan (four keywords); ``search``: ``max_repeat``,
-        ``sample_top_k``, ``generator`` (see :func:`constrained_beam`)."""
+        ``sample_top_k``, ``generator`` (see :func:`lightning_des.models.rnn.beam_search`)."""
         if chars not in (5, 7):
             raise ValueError(f"chars must be 5 or 7, got {chars}")
         lines: list[str] = []
