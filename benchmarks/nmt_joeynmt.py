@@ -77,7 +77,7 @@ def joey_config(pair: str, data: Path, model_dir: Path, epochs: int, seed: int, 
         "training": {"random_seed": seed, "optimizer": "adam", "learning_rate": m["lr"], "learning_rate_min": 1e-6,
                      "clip_grad_norm": recipe(pair)["trainer"].get("gradient_clip_val", 5.0), "batch_size": d.get("batch_size", 64),
                      "batch_type": "sentence", "normalization": "tokens",
-                     "scheduling": "decaying", "decaying_step_size": 10**6,  # constant in effect, as ours (2.3.0 needs a scheduler)
+                     "scheduling": "exponential", "decrease_factor": 1.0,  # constant, as ours (2.3.0 needs a scheduler)
                      "epochs": epochs, "validation_freq": steps_per_epoch, "logging_freq": log_every, "early_stopping_metric": "bleu",
                      "shuffle": True, "overwrite": True, "keep_best_ckpts": 1, "print_valid_sents": [0, 1]},
         "model": {"initializer": "xavier_uniform", "bias_initializer": "zeros", "embed_initializer": "normal", "embed_init_weight": 0.1,
