@@ -142,3 +142,24 @@ def test_coverage_penalty_follows_gnmt():
     out = covered.beam_search(src, 4)
     assert all(isinstance(t, int) and t not in (PAD, BOS, EOS) for t in out)
 
+
+
+def test_checkpoints_from_before_the_shared_encoder_and_attention_still_load():
+    from lightning_des.models.poetry import LineGenerator
+
+    torch.manual_seed(0)
+    for model, renames in ((Seq2Seq(20, 22, embedding_dim=8, hidden=12), {"encoder.gru.": "encoder."}),
+                           (LineGenerator(30, embedding_dim=8, hidden=12), {"att.u.": "att_mem.", "att.w.": "att_state.", "att.v.": "att_v."})):
+        new = model.state_dict()
+        old = {}
+        for k, v in new.items():
+            for a, b in renames.items():
+                if k.startswith(a):
+                    k = b + k[len(a):]
+            old[k] = v.clone()
+        assert set(old) != set(new)
+        ckpt = {"state_dict": old}
+        model.on_load_checkpoint(ckpt)
+        fresh = type(model)(**model.hparams)
+        fresh.load_state_dict(ckpt["state_dict"])  # strict: every name matches again
+        assert all(torch.equal(fresh.state_dict()[k], v) for k, v in new.items())

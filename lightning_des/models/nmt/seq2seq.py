@@ -85,6 +85,13 @@ class Seq2Seq(pl.LightningModule):
             self.proj.weight = self.tgt_emb.weight
         self.drop = nn.Dropout(dropout)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints written before the encoder became :class:`BiGRUEncoder` name its GRU
+        ``encoder.*``; they are renamed to ``encoder.gru.*`` (same weights)."""
+        sd = checkpoint.get("state_dict", {})
+        for k in [k for k in sd if k.startswith("encoder.") and not k.startswith("encoder.gru.")]:
+            sd["encoder.gru." + k[len("encoder."):]] = sd.pop(k)
+
     # -- model ---------------------------------------------------------------------------
     def encode(self, src: torch.Tensor):
         memory = self.encoder(self.drop(self.src_emb(src)), src)

@@ -36,6 +36,16 @@ class LineGenerator(PoetryModule):
         self.proj = nn.Linear(hidden, vocab_size)
         self.drop = nn.Dropout(dropout)
 
+    LEGACY = {"att_mem.": "att.u.", "att_state.": "att.w.", "att_v.": "att.v."}  # names before the shared attention
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints from before the shared :class:`BahdanauAttention` are renamed (same weights)."""
+        sd = checkpoint.get("state_dict", {})
+        for k in list(sd):
+            for old, new in self.LEGACY.items():
+                if k.startswith(old):
+                    sd[new + k[len(old):]] = sd.pop(k)
+
     def encode(self, keyword: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(memory [B, M, H], its attention keys, mask [B, M], initial state [B, H])."""
         memory = torch.cat([self.kw_enc(self.drop(self.emb(keyword)), keyword), self.ctx_enc(self.drop(self.emb(context)), context)], 1)
