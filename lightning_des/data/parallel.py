@@ -335,18 +335,25 @@ def write_tsv(path: Path, pairs: list[Pair]) -> None:
     tmp.replace(path)
 
 
-def read_tsv(path: Path) -> list[Pair]:
-    """A split file; a line without 4 tab-separated fields raises naming the line."""
+def read_fields(path: str | Path, names: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Tab-separated lines of exactly ``len(names)`` fields, the first two non-blank; any other
+    line raises naming the file, line and expected layout."""
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (run `lightning-des data prepare de-en|zh-en`)")
+        raise FileNotFoundError(f"parallel corpus {path} not found (run `lightning-des data prepare de-en|zh-en`)")
     out = []
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             parts = line.rstrip("\n").split("\t")
-            if len(parts) != 4 or not parts[0] or not parts[1]:
-                raise ValueError(f"{path}:{i}: expected 'source<TAB>target<TAB>domain<TAB>key', got {line.rstrip()[:80]!r}")
-            out.append(Pair(*parts))
+            if len(parts) != len(names) or not parts[0].strip() or not parts[1].strip():
+                raise ValueError(f"{path}:{i}: expected '{'<TAB>'.join(names)}', got {line.rstrip()[:80]!r}")
+            out.append(tuple(parts))
     return out
+
+
+def read_tsv(path: Path) -> list[Pair]:
+    """A split file (source, target, domain, key)."""
+    return [Pair(*p) for p in read_fields(path, ("source", "target", "domain", "key"))]
 
 
 def build(pair: str, root: Path, out_dir: Path) -> dict:

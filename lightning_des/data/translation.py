@@ -117,17 +117,9 @@ PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     """``source TAB target`` lines; a line without exactly one tab raises naming the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"parallel corpus {path} not found (run `lightning-des data prepare de-en|zh-en`)")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-                raise ValueError(f"{path}:{i}: expected 'source<TAB>target', got {line.rstrip()[:80]!r}")
-            out.append((parts[0], parts[1]))
-    return out
+    from lightning_des.data.parallel import read_fields
+
+    return read_fields(path, ("source", "target"))
 
 
 class SubwordTokenizer:
