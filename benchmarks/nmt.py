@@ -87,8 +87,7 @@ def rescore(pair: str, model: str, seed: int, dm) -> dict:
     per = {}
     for d in sorted(set(dm.test_domains)):
         idx = [i for i, x in enumerate(dm.test_domains) if x == d]
-        m = translation_metrics([hyps[i] for i in idx], [refs[i] for i in idx])
-        per |= {f"bleu/{d}": m["bleu"], f"chrf/{d}": m["chrf"]}
+        per |= {f"{k}/{d}": v for k, v in translation_metrics([hyps[i] for i in idx], [refs[i] for i in idx]).items()}
     return {"pair": pair, "model": model, "seed": seed, **translation_metrics(hyps, refs), **per, "predictions": str(out / "predictions.txt")}
 
 

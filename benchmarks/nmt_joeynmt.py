@@ -98,8 +98,7 @@ def score(hyps: list[str], dm) -> dict:
     out = {"overall": translation_metrics(hyps, refs)}
     for d in sorted(set(dm.test_domains)):
         idx = [i for i, x in enumerate(dm.test_domains) if x == d]
-        m = translation_metrics([hyps[i] for i in idx], [refs[i] for i in idx])
-        out[d] = {"bleu": m["bleu"], "chrf": m["chrf"], "n": len(idx)}
+        out[d] = {**translation_metrics([hyps[i] for i in idx], [refs[i] for i in idx]), "n": len(idx)}
     return out
 
 

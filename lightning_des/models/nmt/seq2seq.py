@@ -19,7 +19,8 @@ shares the target embedding matrix; the readout is then ``embedding_dim`` wide),
 reference text, for checkpoint selection), and beam search's ``coverage_penalty`` (GNMT:
 ``beta * sum_j log(min(sum_t a_tj, 1))`` added to ``log p / length ** length_penalty``).
 Test metrics use the raw reference sentences of the data module (not subword round trips) and
-are also logged per source domain (``test_bleu/<domain>``) when the corpus has several.
+are also logged per source domain (``test_bleu/<domain>``, ``test_repetition/<domain>`` ...) when
+the corpus has several.
 """
 
 from __future__ import annotations
@@ -240,9 +241,8 @@ class Seq2Seq(pl.LightningModule):
         if len(set(domains)) > 1:
             for d in sorted(set(domains)):
                 mine = [j for j, x in enumerate(domains) if x == d]
-                m = translation_metrics([hyps[j] for j in mine], [refs[j] for j in mine])
-                self.log(f"test_bleu/{d}", m["bleu"])
-                self.log(f"test_chrf/{d}", m["chrf"])
+                for k, v in translation_metrics([hyps[j] for j in mine], [refs[j] for j in mine]).items():
+                    self.log(f"test_{k}/{d}", v)
 
     def predict_step(self, batch, batch_idx):
         dm = self.trainer.datamodule
