@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import gettext
 import hashlib
+import html
 import json
+import logging
 import re
 from collections import Counter
 from html.parser import HTMLParser
@@ -56,6 +58,7 @@ class Lang(NamedTuple):
     handbook: str  # Debian Administrator's Handbook directory
 
 
+log = logging.getLogger(__name__)
 LANG = {"de-en": Lang("de", "de", "de", "de-DE"), "zh-en": Lang("zh-cn", "zh_CN", "zh-CN", "zh-CN")}
 
 
@@ -220,8 +223,6 @@ def raw_pairs(pair: str, root: Path, skipped: Counter | None = None) -> list[Pai
     """Every candidate pair of ``pair`` from the extracted packages under ``root`` (pages
     that cannot be aligned are counted in ``skipped``)."""
     skipped = Counter() if skipped is None else skipped
-    from lightning_des.data.translation import ding_pairs, reference_pairs
-
     lang = LANG[pair]
     deb, loc = lang.deb, lang.locale
     out: list[Pair] = []
@@ -242,6 +243,50 @@ def raw_pairs(pair: str, root: Path, skipped: Counter | None = None) -> list[Pai
     if pair == "de-en":
         with open(root / "usr/share/trans/de-en", encoding="utf-8") as f:
             out += [Pair(s, t, "ding", f"l{i}") for i, (s, t) in enumerate(ding_pairs(f))]
+    return out
+
+
+_TAG = re.compile(r"\s*(\{[^}]*\}|\[[^\]]*\])")
+
+
+def ding_pairs(lines) -> list[tuple[str, str]]:
+    """Sentence pairs from Ding dictionary lines (see the module docstring); order kept,
+    exact duplicates dropped."""
+    out, seen = [], set()
+    for line in lines:
+        if line.startswith("#") or " :: " not in line:
+            continue
+        de, en = line.rstrip("\n").split(" :: ", 1)
+        ds, es = de.split(" | "), en.split(" | ")
+        if len(ds) != len(es):
+            continue
+        for d, e in zip(ds, es):
+            d, e = _TAG.sub("", d).strip(), _TAG.sub("", e).strip()
+            if ";" in d or ";" in e or "\t" in d + e:
+                continue
+            if d[-1:] in ".?!" and e[-1:] in ".?!" and len(d.split()) >= 4 and len(e.split()) >= 4 and (d, e) not in seen:
+                seen.add((d, e))
+                out.append((d, e))
+    return out
+
+
+def html_paragraphs(text: str) -> list[str]:
+    """Text of every ``<p>`` element, tags removed, entities decoded, whitespace collapsed."""
+    return [" ".join(html.unescape(re.sub(r"<[^>]+>", "", p)).split()) for p in re.findall(r"<p[^>]*>(.*?)</p>", text, flags=re.S)]
+
+
+def reference_pairs(root: Path, lang: str = "zh-cn") -> list[tuple[str, str]]:
+    """(``lang`` paragraph, English paragraph) pairs of the Debian Reference under ``root``."""
+    out = []
+    for en in sorted(root.glob("*.en.html")):
+        other = en.with_name(en.name.replace(".en.html", f".{lang}.html"))
+        if not other.is_file():
+            continue
+        a, b = html_paragraphs(en.read_text(encoding="utf-8")), html_paragraphs(other.read_text(encoding="utf-8"))
+        if len(a) != len(b):
+            log.info("skipping %s: %d English vs %d %s paragraphs", en.name, len(a), len(b), lang)
+            continue
+        out += [(y, x) for x, y in zip(a, b) if x and y and x != y and "\t" not in x + y]
     return out
 
 

@@ -7,6 +7,8 @@ fetched with ``apt-get download`` (the registry's own client) and extracted with
 into ``<cache>/translation/<pair>/{train,valid,test}.tsv`` with fixed, per-domain test sets.
 Nothing is downloaded at training time.
 
+Sources read in :mod:`lightning_des.data.parallel`, among them:
+
 * Ding (``trans-de-en`` 1.9-6, ``usr/share/trans/de-en``, GPL-2+): a line is
   ``de | de2 :: en | en2``; sub-entries at the same position are translations. Kept: pairs
   whose two sides are sentences (end in ``.?!``, >= 4 words, no ``;`` alternatives) after
@@ -18,9 +20,7 @@ Nothing is downloaded at training time.
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 import shutil
 import subprocess
 import tempfile
@@ -36,48 +36,6 @@ from lightning_des.data.text import collate, fitted
 
 log = logging.getLogger(__name__)
 PAIRS = ("de-en", "zh-en")
-_TAG = re.compile(r"\s*(\{[^}]*\}|\[[^\]]*\])")
-
-
-def ding_pairs(lines) -> list[tuple[str, str]]:
-    """Sentence pairs from Ding dictionary lines (see the module docstring); order kept,
-    exact duplicates dropped."""
-    out, seen = [], set()
-    for line in lines:
-        if line.startswith("#") or " :: " not in line:
-            continue
-        de, en = line.rstrip("\n").split(" :: ", 1)
-        ds, es = de.split(" | "), en.split(" | ")
-        if len(ds) != len(es):
-            continue
-        for d, e in zip(ds, es):
-            d, e = _TAG.sub("", d).strip(), _TAG.sub("", e).strip()
-            if ";" in d or ";" in e or "\t" in d + e:
-                continue
-            if d[-1:] in ".?!" and e[-1:] in ".?!" and len(d.split()) >= 4 and len(e.split()) >= 4 and (d, e) not in seen:
-                seen.add((d, e))
-                out.append((d, e))
-    return out
-
-
-def html_paragraphs(text: str) -> list[str]:
-    """Text of every ``<p>`` element, tags removed, entities decoded, whitespace collapsed."""
-    return [" ".join(html.unescape(re.sub(r"<[^>]+>", "", p)).split()) for p in re.findall(r"<p[^>]*>(.*?)</p>", text, flags=re.S)]
-
-
-def reference_pairs(root: Path, lang: str = "zh-cn") -> list[tuple[str, str]]:
-    """(``lang`` paragraph, English paragraph) pairs of the Debian Reference under ``root``."""
-    out = []
-    for en in sorted(root.glob("*.en.html")):
-        other = en.with_name(en.name.replace(".en.html", f".{lang}.html"))
-        if not other.is_file():
-            continue
-        a, b = html_paragraphs(en.read_text(encoding="utf-8")), html_paragraphs(other.read_text(encoding="utf-8"))
-        if len(a) != len(b):
-            log.info("skipping %s: %d English vs %d %s paragraphs", en.name, len(a), len(b), lang)
-            continue
-        out += [(y, x) for x, y in zip(a, b) if x and y and x != y and "\t" not in x + y]
-    return out
 
 
 def _fetch_debs(packages: tuple[str, ...], dest: Path) -> None:

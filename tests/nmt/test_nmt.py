@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lightning_des.cli import main
-from lightning_des.data.translation import (BOS, EOS, PAD, BucketBatchSampler, TranslationDataModule, ding_pairs,
-                                            html_paragraphs, read_pairs)
+from lightning_des.data.parallel import ding_pairs, html_paragraphs
+from lightning_des.data.translation import BOS, EOS, PAD, BucketBatchSampler, TranslationDataModule, read_pairs
 from lightning_des.models.nmt import BahdanauAttention, KVMemoryAttention, Seq2Seq, dropping_rate, repetition_rate
 
 from tests.test_cli import NMT
