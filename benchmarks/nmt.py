@@ -77,17 +77,14 @@ def run(pair: str, model: str, seed: int, epochs: int | None) -> dict:
 def rescore(pair: str, model: str, seed: int, dm) -> dict:
     """Test metrics of a finished run from its ``predictions.txt`` (``predict`` decodes the test
     split exactly as ``test`` does), against the raw references as in ``test``. No timings."""
-    from lightning_des.models.nmt.metrics import translation_metrics
+    from lightning_des.models.nmt.metrics import metrics_by_domain, translation_metrics
 
     out = RUNS / f"{model}_{pair}_s{seed}"
     hyps = (out / "predictions.txt").read_text().splitlines()
     refs = [t for _, t in dm.test_pairs]
     if len(hyps) != len(refs):
         raise ValueError(f"{out / 'predictions.txt'}: {len(hyps)} lines for {len(refs)} test pairs")
-    per = {}
-    for d in sorted(set(dm.test_domains)):
-        idx = [i for i, x in enumerate(dm.test_domains) if x == d]
-        per |= {f"{k}/{d}": v for k, v in translation_metrics([hyps[i] for i in idx], [refs[i] for i in idx]).items()}
+    per = {f"{k}/{d}": v for d, m in metrics_by_domain(hyps, refs, dm.test_domains).items() for k, v in m.items()}
     return {"pair": pair, "model": model, "seed": seed, **translation_metrics(hyps, refs), **per, "predictions": str(out / "predictions.txt")}
 
 

@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -56,8 +57,8 @@ def export(pair: str, out: Path, max_pairs: int | None) -> tuple[object, dict]:
 
 
 def joey_config(pair: str, data: Path, model_dir: Path, epochs: int, seed: int, steps_per_epoch: int) -> dict:
-    m = recipe(pair)["model"]["init_args"]
-    d = recipe(pair)["data"]["init_args"]
+    r = recipe(pair)
+    m, d = r["model"]["init_args"], r["data"]["init_args"]
     src, trg = LANGS[pair]
 
     def side(lang: str, name: str) -> dict:
@@ -75,7 +76,7 @@ def joey_config(pair: str, data: Path, model_dir: Path, epochs: int, seed: int, 
         "testing": {"n_best": 1, "beam_size": m.get("beam", 5), "beam_alpha": m.get("length_penalty", 1.0), "batch_size": 32,
                     "batch_type": "sentence", "eval_metrics": ["bleu"], "sacrebleu_cfg": {"tokenize": "13a"}},
         "training": {"random_seed": seed, "optimizer": "adam", "learning_rate": m["lr"], "learning_rate_min": 1e-6,
-                     "clip_grad_norm": recipe(pair)["trainer"].get("gradient_clip_val", 5.0), "batch_size": d.get("batch_size", 64),
+                     "clip_grad_norm": r["trainer"].get("gradient_clip_val", 5.0), "batch_size": d.get("batch_size", 64),
                      "batch_type": "sentence", "normalization": "tokens",
                      "scheduling": "exponential", "decrease_factor": 1.0,  # constant, as ours (2.3.0 needs a scheduler)
                      "epochs": epochs, "validation_freq": steps_per_epoch, "logging_freq": log_every, "early_stopping_metric": "bleu",
@@ -90,16 +91,14 @@ def joey_config(pair: str, data: Path, model_dir: Path, epochs: int, seed: int, 
 
 
 def score(hyps: list[str], dm) -> dict:
-    from lightning_des.models.nmt.metrics import translation_metrics
+    from lightning_des.models.nmt.metrics import metrics_by_domain, translation_metrics
 
     refs = [t for _, t in dm.test_pairs]
     if len(hyps) != len(refs):
         raise RuntimeError(f"JoeyNMT wrote {len(hyps)} test hypotheses for {len(refs)} references")
-    out = {"overall": translation_metrics(hyps, refs)}
-    for d in sorted(set(dm.test_domains)):
-        idx = [i for i, x in enumerate(dm.test_domains) if x == d]
-        out[d] = {**translation_metrics([hyps[i] for i in idx], [refs[i] for i in idx]), "n": len(idx)}
-    return out
+    n = Counter(dm.test_domains)
+    return {"overall": translation_metrics(hyps, refs),
+            **{d: {**m, "n": n[d]} for d, m in metrics_by_domain(hyps, refs, dm.test_domains).items()}}
 
 
 def main() -> None:

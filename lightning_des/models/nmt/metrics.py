@@ -46,3 +46,13 @@ def translation_metrics(hyps: list[str], refs: list[str]) -> dict[str, float]:
     return {"bleu": BLEU().corpus_score(hyps, [refs]).score, "chrf": CHRF().corpus_score(hyps, [refs]).score,
             "repetition": repetition_rate(hyps, refs, 1), "repetition2": repetition_rate(hyps, refs, 2),
             "dropping": dropping_rate(hyps, refs)}
+
+
+def metrics_by_domain(hyps: list[str], refs: list[str], domains: list[str]) -> dict[str, dict[str, float]]:
+    """:func:`translation_metrics` of each source domain's sentences (``domains[i]`` names the
+    domain of pair ``i``), domains in sorted order."""
+    out = {}
+    for d in sorted(set(domains)):
+        idx = [i for i, x in enumerate(domains) if x == d]
+        out[d] = translation_metrics([hyps[i] for i in idx], [refs[i] for i in idx])
+    return out

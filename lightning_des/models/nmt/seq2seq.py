@@ -230,7 +230,7 @@ class Seq2Seq(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Metrics against the raw reference sentences, overall and per source domain."""
-        from lightning_des.models.nmt.metrics import translation_metrics
+        from lightning_des.models.nmt.metrics import metrics_by_domain, translation_metrics
 
         dm = self.trainer.datamodule
         hyps = [dm.tgt_tok.decode(h) for _, h in self._outputs]
@@ -239,9 +239,8 @@ class Seq2Seq(pl.LightningModule):
             self.log(f"test_{k}", v)
         domains = [dm.test_domains[i] for i, _ in self._outputs]
         if len(set(domains)) > 1:
-            for d in sorted(set(domains)):
-                mine = [j for j, x in enumerate(domains) if x == d]
-                for k, v in translation_metrics([hyps[j] for j in mine], [refs[j] for j in mine]).items():
+            for d, m in metrics_by_domain(hyps, refs, domains).items():
+                for k, v in m.items():
                     self.log(f"test_{k}/{d}", v)
 
     def predict_step(self, batch, batch_idx):
