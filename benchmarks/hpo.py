@@ -46,6 +46,8 @@ OURS = {
     "flexhb-single-model": dict(mode="flexhb", surrogate="single"),
 }
 PEER_NAMES = ["optuna", "smac", "dehb", "hpbandster"]
+ABLATIONS = [m for m in OURS if m.startswith("flexhb-")]
+MAIN = [m for m in OURS if m not in ABLATIONS] + PEER_NAMES
 METHODS = [*OURS, *PEER_NAMES]
 PROBLEMS = [*SYNTHETIC, "digits-mlp", *TABLES]
 CHEAP = {*SYNTHETIC, *TABLES}  # problems run with --seeds (digits-mlp trains live: --seeds-real)
@@ -177,6 +179,43 @@ def targets(rows: list[dict], budget: float) -> str:
     return "\n".join(lines)
 
 
+def across_problems(rows: list[dict], methods: list[str], n_boot: int = 2000) -> str:
+    """Mean rank over problems (each problem weighs the same) of the methods that ran on
+    every problem on the same seeds, with a 95% bootstrap interval (seeds resampled within
+    each problem), and how often FlexHB's final regret beats each method's on the same
+    problem and seed (ties count half)."""
+    from scipy.stats import rankdata
+
+    probs = [p for p in sorted({r["problem"] for r in rows})
+             if all(any(r["problem"] == p and r["method"] == m for r in rows) for m in methods)]
+    if not probs:
+        return "(no problem on which all of these methods ran)"
+    ranks, wins = [], []  # per problem: seeds x methods
+    for p in probs:
+        final = {(r["method"], r["seed"]): r["final"] for r in rows if r["problem"] == p}
+        seeds = sorted(s for (m, s) in final if m == methods[0] and all((k, s) in final for k in methods))
+        f = np.array([[final[(m, s)] for m in methods] for s in seeds])
+        ranks.append(rankdata(f, axis=1))
+        ref = f[:, [methods.index("flexhb")]]
+        wins.append((ref < f) + 0.5 * (ref == f))
+    rng = np.random.default_rng(0)
+
+    def stat(blocks: list[np.ndarray], boot: bool) -> np.ndarray:
+        return np.mean([b[rng.integers(0, len(b), len(b))].mean(0) if boot else b.mean(0) for b in blocks], axis=0)
+
+    def ci(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        boots = np.array([stat(blocks, True) for _ in range(n_boot)])
+        return stat(blocks, False), *np.percentile(boots, [2.5, 97.5], axis=0)
+
+    (r, rlo, rhi), (w, wlo, whi) = ci(ranks), ci(wins)
+    lines = [f"Over {len(probs)} problems ({', '.join(probs)}); 95% bootstrap intervals.\n",
+             "| method | mean rank | FlexHB better on (share of problem x seed) |", "|---|---|---|"]
+    for i in np.argsort(r):
+        share = "-" if methods[i] == "flexhb" else f"{w[i]:.2f} [{wlo[i]:.2f}, {whi[i]:.2f}]"
+        lines.append(f"| {methods[i]} | {r[i]:.2f} [{rlo[i]:.2f}, {rhi[i]:.2f}] | {share} |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], budget: float, path: Path) -> None:
     try:
         import matplotlib
@@ -259,7 +298,9 @@ def main() -> None:
     table = summarize(rows, args.budget)
     problems = [p for p in PROBLEMS if any(r["problem"] == p for r in rows)]
     extra = (f"\n\n## Rank correlation between fidelities\n\n{fidelity_report(problems)}\n\n"
-             f"## Targets\n\n{targets(rows, args.budget)}")
+             f"## Targets\n\n{targets(rows, args.budget)}\n\n"
+             f"## Across problems: tuners\n\n{across_problems(rows, MAIN)}\n\n"
+             f"## Across problems: FlexHB's parts\n\n{across_problems(rows, ['flexhb', *ABLATIONS, 'bohb'])}")
     Path(args.out).with_suffix(".md").write_text(f"# benchmarks/hpo.py ({args.budget:g} full-budget equivalents per run)\n{table}{extra}\n")
     print(table + extra)
     plot(rows, args.budget, Path(args.out).with_suffix(".png"))
