@@ -87,3 +87,23 @@ def test_flexhb_runs_on_a_table_within_the_meter(small_table):
     n = hpo.run_ours(p, "flexhb", 0, meter)
     assert n > 0 and meter.used >= 4.0
     assert meter.best in {0.7, 0.65, 1e9}
+
+
+def test_across_problems_ranks_and_win_shares_by_hand():
+    """Mean rank over problems weighs each problem equally; the win share counts ties half."""
+    import hpo
+
+    rows = [{"problem": p, "method": m, "seed": s, "final": v} for p, m, s, v in [
+        ("a", "flexhb", 0, 1.0), ("a", "x", 0, 2.0), ("a", "flexhb", 1, 3.0), ("a", "x", 1, 2.0),
+        ("b", "flexhb", 0, 1.0), ("b", "x", 0, 1.0), ("b", "y", 0, 5.0)]]
+    # "y" ran only on b: with it, only b counts; without it, a and b count
+    text = hpo.across_problems(rows, ["flexhb", "x"], n_boot=50)
+    lines = {ln.split(" | ")[0].strip("| "): ln for ln in text.splitlines() if ln.startswith("| ")}
+    # ranks: a = (1, 2), (2, 1) -> 1.5 each; b = tie -> 1.5 each
+    assert lines["flexhb"].split(" | ")[1].startswith("1.50") and lines["x"].split(" | ")[1].startswith("1.50")
+    # wins of flexhb over x: a 1 of 2, b a tie -> (0.5 + 0.5) / 2
+    assert lines["x"].split(" | ")[2].startswith("0.50")
+    text = hpo.across_problems(rows, ["flexhb", "x", "y"], n_boot=50)
+    assert "Over 1 problems (b)" in text
+    assert "| flexhb | 1.50" in text and "| y | 3.00" in text
+    assert hpo.across_problems(rows, ["flexhb", "z"]).startswith("(no problem")
