@@ -40,7 +40,8 @@ VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
             "kvmem_noeos": ("kvmem", ["--model.eos_weight", "0"]),  # KVMemAtt without the EOS term
             "kvmem_r1": ("kvmem", ["--model.rounds", "1"]),  # one address/read/update round per step
             "kvmem_fb3": ("kvmem", ["--model.forget_bias", "-3"]),  # forget gate starts near 0.05 (little erasing)
-            "bahdanau_eos": ("bahdanau", ["--model.eos_weight", "1"])}  # the baseline with the EOS term
+            "bahdanau_eos": ("bahdanau", ["--model.eos_weight", "1"]),  # the baseline with the EOS term
+            "bahdanau_xavier": ("bahdanau", ["--model.init", "xavier"])}  # the baseline with JoeyNMT's initialisation
 
 
 def run(pair: str, model: str, seed: int, epochs: int | None) -> dict:

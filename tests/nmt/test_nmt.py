@@ -1,6 +1,7 @@
 """KVMemAtt NMT: attention against dense formulas, the key memory really changes and carries
 over, a toy model overfits 20 pairs, beam vs greedy, metrics by hand, corpus parsing, the CLI."""
 
+import math
 
 import pytest
 import torch
@@ -188,3 +189,24 @@ def test_nmt_cli_fit_test_predict(tmp_path, capsys):
     assert "test_bleu" in capsys.readouterr().out
     assert main(["predict", "--config", str(recipes[0]), *common, "--ckpt_path", str(ckpt)]) == 0
     assert len((tmp_path / "pred.txt").read_text().splitlines()) == 5  # the 10% test split, in input order
+
+
+def test_xavier_init_follows_joeynmt_rules():
+    """init='xavier': zero biases, N(0, 0.1) embeddings with a zero padding row, Xavier-uniform
+    bounds (sqrt(6 / (fan_in + fan_out))) per GRU gate block; the default keeps PyTorch's init."""
+    torch.manual_seed(0)
+    m = Seq2Seq(300, 400, embedding_dim=64, hidden=96, init="xavier")
+    assert all(float(p.abs().max()) == 0.0 for n, p in m.named_parameters() if p.dim() == 1)
+    for emb in (m.src_emb, m.tgt_emb):
+        assert float(emb.weight[PAD].abs().max()) == 0.0
+        assert abs(float(emb.weight[1:].std()) - 0.1) < 0.005
+    w = m.cell.weight_hh  # [3 * 96, 96]: each gate block's bound is sqrt(6 / (96 + 96))
+    bound = math.sqrt(6 / (96 + 96))
+    assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.95 * bound
+    out_bound = math.sqrt(6 / (m.out.in_features + m.out.out_features))
+    assert out_bound * 0.95 < float(m.out.weight.abs().max()) <= out_bound
+    torch.manual_seed(0)
+    d = Seq2Seq(300, 400, embedding_dim=64, hidden=96)
+    assert abs(float(d.src_emb.weight[1:].std()) - 1.0) < 0.05  # PyTorch's N(0, 1)
+    with pytest.raises(ValueError, match="init must be"):
+        Seq2Seq(300, 400, init="he")

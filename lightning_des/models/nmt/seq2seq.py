@@ -18,6 +18,9 @@ shares the target embedding matrix; the readout is then ``embedding_dim`` wide),
 ``val_bleu`` (greedy-decode the validation set every epoch and log ``val_bleu`` against the raw
 reference text, for checkpoint selection), and beam search's ``coverage_penalty`` (GNMT:
 ``beta * sum_j log(min(sum_t a_tj, 1))`` added to ``log p / length ** length_penalty``).
+``init="xavier"`` initialises as JoeyNMT's RNN recipes do (Xavier-uniform weight matrices, per gate block in the GRUs,
+zero biases, embeddings from N(0, 0.1) with a zero padding row) instead of PyTorch's defaults
+(embeddings N(0, 1), GRU/Linear uniform in +-1/sqrt(fan_in)).
 Test metrics use the raw reference sentences of the data module (not subword round trips) and
 are also logged per source domain (``test_bleu/<domain>``, ``test_repetition/<domain>`` ...) when
 the corpus has several.
@@ -51,6 +54,7 @@ class Seq2Seq(pl.LightningModule):
         max_len_ratio: decode at most ``ratio * source length + 10`` tokens.
         label_smoothing, lr_schedule, warmup_steps, tie_embeddings, val_bleu: the training
             recipe (module docstring).
+        init: parameter initialisation, ``torch`` (PyTorch's defaults) or ``xavier`` (module docstring).
     """
 
     def __init__(self, src_vocab_size: int = 0, tgt_vocab_size: int = 0, attention: Literal["bahdanau", "kvmem"] = "bahdanau",
@@ -59,7 +63,7 @@ class Seq2Seq(pl.LightningModule):
                  forget_bias: float = 0.0, label_smoothing: float = 0.0,
                  lr_schedule: Literal["constant", "warmup_rsqrt", "plateau"] = "constant", warmup_steps: int = 0,
                  tie_embeddings: bool = False, val_bleu: bool = False, coverage_penalty: float = 0.0,
-                 kv_refine: Literal["tanh", "gru"] = "tanh") -> None:
+                 kv_refine: Literal["tanh", "gru"] = "tanh", init: Literal["torch", "xavier"] = "torch") -> None:
         super().__init__()
         if src_vocab_size <= 0 or tgt_vocab_size <= 0:
             raise ValueError("src_vocab_size and tgt_vocab_size must be positive (set by the data module)")
@@ -69,6 +73,8 @@ class Seq2Seq(pl.LightningModule):
             raise ValueError(f"lr_schedule must be 'constant', 'warmup_rsqrt' or 'plateau', got {lr_schedule!r}")
         if lr_schedule == "warmup_rsqrt" and warmup_steps < 1:
             raise ValueError("lr_schedule 'warmup_rsqrt' needs warmup_steps >= 1")
+        if init not in ("torch", "xavier"):
+            raise ValueError(f"init must be 'torch' or 'xavier', got {init!r}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.save_hyperparameters()
@@ -85,6 +91,25 @@ class Seq2Seq(pl.LightningModule):
         if tie_embeddings:
             self.proj.weight = self.tgt_emb.weight
         self.drop = nn.Dropout(dropout)
+        if init == "xavier":
+            self._xavier_init()
+
+    def _xavier_init(self) -> None:
+        embeddings = {id(self.src_emb.weight), id(self.tgt_emb.weight)}
+        for name, p in self.named_parameters():
+            if id(p) in embeddings:
+                continue
+            if p.dim() == 1:
+                nn.init.zeros_(p)
+            elif "weight_ih" in name or "weight_hh" in name:  # GRU: each of the 3 gate blocks on its own (as JoeyNMT)
+                for block in p.data.chunk(3, 0):
+                    nn.init.xavier_uniform_(block)
+            else:
+                nn.init.xavier_uniform_(p)
+        with torch.no_grad():
+            for emb in (self.src_emb, self.tgt_emb):
+                nn.init.normal_(emb.weight, 0.0, 0.1)
+                emb.weight[PAD].zero_()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Checkpoints written before the encoder became :class:`BiGRUEncoder` name its GRU
