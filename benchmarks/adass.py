@@ -48,6 +48,7 @@ SETUPS = {
     "deepfm-adult": Setup("deepfm_adult.yaml", 15, None),
 }
 SEARCHED = ("adass", "uniform_sampling", "no_penalty", "random", "md")
+PARTS = ("uniform", "adaptive_supernet", "uniform_supernet")
 
 
 def recipe(setup: str) -> Path:
@@ -83,7 +84,16 @@ def train_supernet(setup: str, seed: int, sampler: str):
     return cli.model, cli.datamodule, time.perf_counter() - t0
 
 
-def run(setup: str, seed: int, out: Path, done: set) -> None:
+def finished(out: Path, setup: str, seed: int) -> dict:
+    """(method, dim, budget) -> supernet evaluations of the rows already in ``out``."""
+    rows = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+    return {(r["method"], r["dim"], r["budget"]): r.get("evaluations") for r in rows if r["setup"] == setup and r["seed"] == seed}
+
+
+def run(setup: str, seed: int, out: Path, parts: tuple[str, ...] = PARTS) -> None:
+    """One setup and seed: the ``parts`` (uniform widths, the adaptive-sampling supernet and its
+    searches, the uniform-sampling supernet), skipping rows in ``out``. Finished rows are read
+    again before every part and every training, so two processes may share a setup and seed."""
     from lightning_des.adass import SearchOptions
     from lightning_des.adass.baselines import mixed_dimension_choice
     from lightning_des.adass.callbacks import search_with_supernet, write_sizes
@@ -96,14 +106,16 @@ def run(setup: str, seed: int, out: Path, done: set) -> None:
             f.write(json.dumps(row) + "\n")
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "sizes"}), flush=True)
 
-    for d in UNIFORM:
-        if ("uniform", d, None) not in done:
+    for d in UNIFORM if "uniform" in parts else ():
+        if ("uniform", d, None) not in finished(out, setup, seed):
             emit({"method": "uniform", "dim": d, "budget": None, **fit_and_test(setup, seed, ["--model.init_args.embedding_dim", str(d)])})
-    adass_evals = {b: e for (m, _, b), e in done.items() if m == "adass"}
     variants = {"adaptive": [("adass", "reinforce", 0.01), ("no_penalty", "reinforce", 0.0), ("random", "random", 0.01),
                              ("md", "md", 0.0)],
                 "uniform": [("uniform_sampling", "reinforce", 0.01)]}
     for sampler, methods in variants.items():
+        if {"adaptive": "adaptive_supernet", "uniform": "uniform_supernet"}[sampler] not in parts:
+            continue
+        done = finished(out, setup, seed)
         todo = [(name, m, p, b) for (name, m, p), b in itertools.product(methods, BUDGETS) if (name, None, b) not in done]
         if not todo:
             continue
@@ -111,6 +123,9 @@ def run(setup: str, seed: int, out: Path, done: set) -> None:
         evaluator = SupernetEvaluator(model.net, dm.val_dataloader(), max_rows=SETUPS[setup].eval_rows, seed=seed)
         space = model.net.deep.space
         for name, method, penalty, budget in todo:
+            done = finished(out, setup, seed)
+            if (name, None, budget) in done:
+                continue
             if method == "md":  # no search: the heuristic's widths (scored on the supernet for the table)
                 t0 = time.perf_counter()
                 limit = SearchOptions(budget=budget, reference_dim=16).resolve_budget(space, 16)
@@ -120,10 +135,8 @@ def run(setup: str, seed: int, out: Path, done: set) -> None:
             else:
                 opts = SearchOptions(budget=budget, reference_dim=16, method=method, penalty=penalty, samples_per_iteration=8)
                 if method == "random":  # the same number of supernet evaluations as AdaS&S used
-                    opts.iterations = math.ceil(adass_evals[budget] / 8)
+                    opts.iterations = math.ceil(done[("adass", None, budget)] / 8)
                 r = search_with_supernet(model, None, opts, seed=seed, evaluator=evaluator)
-            if name == "adass":
-                adass_evals[budget] = r.evaluations
             with tempfile.TemporaryDirectory() as tmp:
                 sizes = write_sizes(r, Path(tmp) / "sizes.yaml")
                 res = fit_and_test(setup, seed, ["--config", str(sizes)])
@@ -246,6 +259,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--setups", nargs="*", default=["deepfm-ml1m", "wdl-ml1m"], choices=list(SETUPS))
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--parts", nargs="*", default=list(PARTS), choices=PARTS,
+                   help="uniform widths, the adaptive-sampling supernet with its searches, the uniform-sampling supernet")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--out", default=str(RESULTS / "adass.jsonl"))
     p.add_argument("--summarize", action="store_true", help="only print the table and write the PNG from --out")
@@ -262,9 +277,7 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         for seed in args.seeds:  # seed-major: every setup gets its first seeds first
             for ds in args.setups:
-                prev = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
-                done = {(r["method"], r["dim"], r["budget"]): r.get("evaluations") for r in prev if r["setup"] == ds and r["seed"] == seed}
-                run(ds, seed, out, done)
+                run(ds, seed, out, tuple(args.parts))
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     print(summarize(rows, Path(args.png) if args.png else None))
 
