@@ -217,6 +217,12 @@ def summarize(rows: list[dict], png: Path | None) -> str:
                         if o:
                             line += f"; {auc - statistics.mean(o):+.4f} AUC vs {other} at the same budget"
                     lines.append(line)
+        for b in BUDGETS:  # the searched widths field by field: where the seeds disagree
+            g = sorted((r for r in rs if r["method"] == "adass" and r["budget"] == b), key=lambda r: r["seed"])
+            if len(g) > 1:
+                lines += [f"\nAdaS&S widths at {b:.0%}, by seed:\n", "| field | " + " | ".join(f"seed {r['seed']}" for r in g) + " |",
+                          "|---|" + "---|" * len(g)]
+                lines += [f"| {f} | " + " | ".join(str(r["sizes"][f]) for r in g) + " |" for f in g[0]["sizes"]]
     if png is not None:
         _plot(rows, png)
     return "\n".join(lines)
