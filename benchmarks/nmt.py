@@ -41,7 +41,10 @@ VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
             "kvmem_r1": ("kvmem", ["--model.rounds", "1"]),  # one address/read/update round per step
             "kvmem_fb3": ("kvmem", ["--model.forget_bias", "-3"]),  # forget gate starts near 0.05 (little erasing)
             "bahdanau_eos": ("bahdanau", ["--model.eos_weight", "1"]),  # the baseline with the EOS term
-            "bahdanau_xavier": ("bahdanau", ["--model.init", "xavier"])}  # the baseline with JoeyNMT's initialisation
+            # one factor at a time towards JoeyNMT's GRU recipe (the peer-gap study)
+            "bahdanau_xavier": ("bahdanau", ["--model.init", "xavier"]),  # JoeyNMT's initialisation
+            "bahdanau_feeding": ("bahdanau", ["--model.decoder", "input_feeding"]),  # JoeyNMT's decoder (input feeding)
+            "bahdanau_joey": ("bahdanau", ["--model.init", "xavier", "--model.decoder", "input_feeding"])}  # both
 
 
 def run(pair: str, model: str, seed: int, epochs: int | None) -> dict:

@@ -72,10 +72,11 @@ def test_kv_memory_update_matches_the_formula_and_carries_over():
     assert not torch.allclose(st1[0], st[0])
 
 
+@pytest.mark.parametrize("decoder", ["conditional", "input_feeding"])
 @pytest.mark.parametrize("attention", ["bahdanau", "kvmem"])
-def test_teacher_forced_logits_equal_step_by_step_decoding(attention):
+def test_teacher_forced_logits_equal_step_by_step_decoding(attention, decoder):
     torch.manual_seed(2)
-    m = Seq2Seq(20, 22, attention=attention, embedding_dim=8, hidden=12).eval()
+    m = Seq2Seq(20, 22, attention=attention, embedding_dim=8, hidden=12, decoder=decoder).eval()
     src, tgt = torch.tensor([[5, 6, 7, EOS], [8, 9, EOS, PAD]]), torch.tensor([[BOS, 4, 5, 6, EOS], [BOS, 7, 8, EOS, PAD]])
     with torch.no_grad():
         logits, _ = m(src, tgt)
@@ -210,3 +211,29 @@ def test_xavier_init_follows_joeynmt_rules():
     assert abs(float(d.src_emb.weight[1:].std()) - 1.0) < 0.05  # PyTorch's N(0, 1)
     with pytest.raises(ValueError, match="init must be"):
         Seq2Seq(300, 400, init="he")
+
+
+def test_input_feeding_decoder_matches_joeynmt_equations():
+    """decoder='input_feeding': s_t = GRU([e; o_{t-1}], s_{t-1}), attention queried with s_t,
+    o_t = tanh(W_o [s_t; c_t]) fed to the next step (o_0 = 0), logits = W_p o_t."""
+    torch.manual_seed(3)
+    m = Seq2Seq(20, 22, embedding_dim=8, hidden=12, decoder="input_feeding").eval()
+    assert not hasattr(m, "query")
+    src = torch.tensor([[5, 6, 7, EOS]])
+    with torch.no_grad():
+        memory, mask, s, st = m.encode(src)
+        o = torch.zeros(1, 12)
+        keys = m.att.u(memory)
+        for y in (BOS, 4, 9):
+            s_ref = m.cell(torch.cat([m.tgt_emb(torch.tensor([y])), o], -1), s)
+            a = torch.softmax(m.att.v(torch.tanh(keys + m.att.w(s_ref)[:, None])).squeeze(-1), -1)
+            o_ref = torch.tanh(m.out(torch.cat([s_ref, (a[..., None] * memory).sum(1)], -1)))
+            logits, s, st, a_got = m._decode_step(torch.tensor([y]), s, memory, mask, st)
+            assert torch.allclose(s, s_ref, atol=1e-6) and torch.allclose(a_got, a, atol=1e-6)
+            assert torch.allclose(st[0], o_ref, atol=1e-6)
+            keep = torch.ones(22, dtype=torch.bool)
+            keep[[PAD, BOS]] = False
+            assert torch.allclose(logits[:, keep], m.proj(o_ref)[:, keep], atol=1e-5)
+            o = o_ref
+    with pytest.raises(ValueError, match="decoder must be"):
+        Seq2Seq(20, 22, decoder="luong")

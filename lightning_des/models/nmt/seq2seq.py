@@ -4,6 +4,10 @@ Encoder: bidirectional GRU over source subwords (the source ends with ``<eos>``)
 step t the query ``q = tanh(W [s_{t-1}; e(y_{t-1})])`` reads a context ``c_t`` through the
 attention module; ``s_t = GRU([e(y_{t-1}); c_t], s_{t-1})``; logits from
 ``tanh(W_o [s_t; c_t; e(y_{t-1})])``. Both models share everything but the attention module.
+``decoder="input_feeding"`` is JoeyNMT's RNN decoder instead (Luong et al.'s input feeding):
+``s_t = GRU([e(y_{t-1}); o_{t-1}], s_{t-1})``, the attention reads with ``q = s_t``, and the
+attentional vector ``o_t = tanh(W_o [s_t; c_t])`` (``o_0 = 0``) is both the readout and the next
+step's extra input.
 The optional EOS term adds ``-eos_weight * log a_{t, src_eos}`` at the step whose target is
 ``<eos>`` (attend to the source end when ending the sentence), once per sentence, to the summed
 token cross-entropy; the sum is divided by the number of target tokens (so at weight 1 the term
@@ -55,6 +59,8 @@ class Seq2Seq(pl.LightningModule):
         label_smoothing, lr_schedule, warmup_steps, tie_embeddings, val_bleu: the training
             recipe (module docstring).
         init: parameter initialisation, ``torch`` (PyTorch's defaults) or ``xavier`` (module docstring).
+        decoder: ``conditional`` (the query from the previous state, the default) or
+            ``input_feeding`` (JoeyNMT's RNN decoder; module docstring).
     """
 
     def __init__(self, src_vocab_size: int = 0, tgt_vocab_size: int = 0, attention: Literal["bahdanau", "kvmem"] = "bahdanau",
@@ -63,7 +69,8 @@ class Seq2Seq(pl.LightningModule):
                  forget_bias: float = 0.0, label_smoothing: float = 0.0,
                  lr_schedule: Literal["constant", "warmup_rsqrt", "plateau"] = "constant", warmup_steps: int = 0,
                  tie_embeddings: bool = False, val_bleu: bool = False, coverage_penalty: float = 0.0,
-                 kv_refine: Literal["tanh", "gru"] = "tanh", init: Literal["torch", "xavier"] = "torch") -> None:
+                 kv_refine: Literal["tanh", "gru"] = "tanh", init: Literal["torch", "xavier"] = "torch",
+                 decoder: Literal["conditional", "input_feeding"] = "conditional") -> None:
         super().__init__()
         if src_vocab_size <= 0 or tgt_vocab_size <= 0:
             raise ValueError("src_vocab_size and tgt_vocab_size must be positive (set by the data module)")
@@ -73,6 +80,8 @@ class Seq2Seq(pl.LightningModule):
             raise ValueError(f"lr_schedule must be 'constant', 'warmup_rsqrt' or 'plateau', got {lr_schedule!r}")
         if lr_schedule == "warmup_rsqrt" and warmup_steps < 1:
             raise ValueError("lr_schedule 'warmup_rsqrt' needs warmup_steps >= 1")
+        if decoder not in ("conditional", "input_feeding"):
+            raise ValueError(f"decoder must be 'conditional' or 'input_feeding', got {decoder!r}")
         if init not in ("torch", "xavier"):
             raise ValueError(f"init must be 'torch' or 'xavier', got {init!r}")
         if not 0.0 <= label_smoothing < 1.0:
@@ -82,11 +91,13 @@ class Seq2Seq(pl.LightningModule):
         self.tgt_emb = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=PAD)
         self.encoder = BiGRUEncoder(embedding_dim, hidden)
         self.init = nn.Linear(hidden, hidden)
-        self.query = nn.Linear(hidden + embedding_dim, hidden)
-        self.att = BahdanauAttention(hidden, hidden, hidden) if attention == "bahdanau" else KVMemoryAttention(hidden, hidden, hidden, rounds, forget_bias, kv_refine)
-        self.cell = nn.GRUCell(embedding_dim + hidden, hidden)
+        self.feeding = decoder == "input_feeding"
         readout = embedding_dim if tie_embeddings else hidden
-        self.out = nn.Linear(2 * hidden + embedding_dim, readout)
+        if not self.feeding:
+            self.query = nn.Linear(hidden + embedding_dim, hidden)
+        self.att = BahdanauAttention(hidden, hidden, hidden) if attention == "bahdanau" else KVMemoryAttention(hidden, hidden, hidden, rounds, forget_bias, kv_refine)
+        self.cell = nn.GRUCell(embedding_dim + (readout if self.feeding else hidden), hidden)
+        self.out = nn.Linear(2 * hidden + (0 if self.feeding else embedding_dim), readout)
         self.proj = nn.Linear(readout, tgt_vocab_size)
         if tie_embeddings:
             self.proj.weight = self.tgt_emb.weight
@@ -123,10 +134,19 @@ class Seq2Seq(pl.LightningModule):
         memory = self.encoder(self.drop(self.src_emb(src)), src)
         mask = src != PAD
         s = torch.tanh(self.init((memory * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)))
-        return memory, mask, s, self.att.init_state(memory)
+        st = self.att.init_state(memory)
+        if self.feeding:  # the previous attentional vector travels with the attention state
+            st = (memory.new_zeros(memory.shape[0], self.out.out_features), *st)
+        return memory, mask, s, st
 
     def step(self, y: torch.Tensor, s: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, att_state: tuple):
         """One decoder step: (readout before the vocabulary projection, new state, attention, attention state)."""
+        if self.feeding:  # dropout as JoeyNMT: on the GRU's input and on [s; c], not before the projection
+            prev, *inner = att_state
+            s = self.cell(self.drop(torch.cat([self.tgt_emb(y), prev], -1)), s)
+            c, a, inner = self.att(s, memory, mask, tuple(inner))
+            o = torch.tanh(self.out(self.drop(torch.cat([s, c], -1))))
+            return o, s, a, (o, *inner)
         e = self.drop(self.tgt_emb(y))
         q = torch.tanh(self.query(torch.cat([s, e], -1)))
         c, a, att_state = self.att(q, memory, mask, att_state)
@@ -142,7 +162,10 @@ class Seq2Seq(pl.LightningModule):
             o, s, a, st = self.step(tgt[:, t], s, memory, mask, st)
             readouts.append(o)
             atts.append(a)
-        return self.proj(self.drop(torch.stack(readouts, 1))), torch.stack(atts, 1)
+        return self._project(torch.stack(readouts, 1)), torch.stack(atts, 1)
+
+    def _project(self, readout: torch.Tensor) -> torch.Tensor:
+        return self.proj(readout if self.feeding else self.drop(readout))
 
     def losses(self, batch, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(summed token cross-entropy, token count, summed EOS-attention term)."""
@@ -196,7 +219,7 @@ class Seq2Seq(pl.LightningModule):
     # -- decoding ------------------------------------------------------------------------
     def _decode_step(self, y, s, memory, mask, st):
         o, s, a, st = self.step(y, s, memory, mask, st)
-        logits = self.proj(self.drop(o))
+        logits = self._project(o)
         logits[:, PAD] = logits[:, BOS] = float("-inf")  # never emitted
         return logits, s, st, a
 
