@@ -123,8 +123,11 @@ def summarize(rows: list[dict], budget: float) -> str:
             sem = statistics.stdev(f) / len(f) ** 0.5 if len(f) > 1 else 0.0
             target = curves[m][-1]
             b_m = grid[np.argmax(curves[m] <= target)]
-            reach = curves["flexhb"] <= target if "flexhb" in curves else np.zeros(1, bool)
-            speed = f"{b_m / grid[np.argmax(reach)]:.2f}x" if reach.any() and m != "flexhb" else ("-" if m == "flexhb" or "flexhb" not in curves else "never")
+            if m == "flexhb" or "flexhb" not in curves:  # no FlexHB curve to compare with
+                speed = "-"
+            else:
+                reach = curves["flexhb"] <= target
+                speed = f"{b_m / grid[np.argmax(reach)]:.2f}x" if reach.any() else "never"
             ask = statistics.median(r["overhead_s"] for r in rs if r["method"] == m)
             lines.append(f"| {m} | {statistics.mean(f):.4f} ± {sem:.4f} | {statistics.mean(ranks[m]):.2f} | {speed} | {ask:.4f} |")
     return "\n".join(lines)

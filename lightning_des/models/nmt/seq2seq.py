@@ -22,9 +22,9 @@ shares the target embedding matrix; the readout is then ``embedding_dim`` wide),
 ``val_bleu`` (greedy-decode the validation set every epoch and log ``val_bleu`` against the raw
 reference text, for checkpoint selection), and beam search's ``coverage_penalty`` (GNMT:
 ``beta * sum_j log(min(sum_t a_tj, 1))`` added to ``log p / length ** length_penalty``).
-``init="xavier"`` initialises as JoeyNMT's RNN recipes do (Xavier-uniform weight matrices, per gate block in the GRUs,
-zero biases, embeddings from N(0, 0.1) with a zero padding row) instead of PyTorch's defaults
-(embeddings N(0, 1), GRU/Linear uniform in +-1/sqrt(fan_in)).
+``init="xavier"`` initialises as JoeyNMT's RNN recipes do (Xavier-uniform weight matrices, per
+gate block in the GRUs, zero biases, embeddings from N(0, 0.1) with a zero padding row) instead
+of PyTorch's defaults (embeddings N(0, 1), GRU/Linear uniform in +-1/sqrt(fan_in)).
 Test metrics use the raw reference sentences of the data module (not subword round trips) and
 are also logged per source domain (``test_bleu/<domain>``, ``test_repetition/<domain>`` ...) when
 the corpus has several.
