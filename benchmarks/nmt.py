@@ -47,9 +47,14 @@ VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
             "bahdanau_joey": ("bahdanau", ["--model.init", "xavier", "--model.decoder", "input_feeding"])}  # both
 
 
+def run_dir(pair: str, model: str, seed: int, epochs: int | None) -> Path:
+    """One run's folder; ``_e{epochs}`` when ``--epochs`` overrides the recipe's."""
+    return RUNS / (f"{model}_{pair}_s{seed}" + (f"_e{epochs}" if epochs else ""))
+
+
 def run(pair: str, model: str, seed: int, epochs: int | None) -> dict:
     recipe, extra = VARIANTS[model]
-    out = RUNS / f"{model}_{pair}_s{seed}"
+    out = run_dir(pair, model, seed, epochs)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     base = [sys.executable, "-m", "lightning_des.cli"]
@@ -73,17 +78,17 @@ def run(pair: str, model: str, seed: int, epochs: int | None) -> dict:
         subprocess.run([*base, "predict", *common, "--ckpt_path", str(best)], env=env, stdout=subprocess.DEVNULL, stderr=log, check=True)
     # metrics from the predictions (predict decodes the test split exactly as test does): the
     # printed test table wraps long per-domain names, so it is not parsed
-    metrics = {k: v for k, v in rescore(pair, model, seed, _data_module(pair)).items() if k not in ("pair", "model", "seed", "predictions")}
+    metrics = {k: v for k, v in rescore(pair, model, seed, epochs, _data_module(pair)).items() if k not in ("pair", "model", "seed", "predictions")}
     return {"pair": pair, "model": model, "seed": seed, "epochs": epochs, "fit_s": fit_s, "test_s": test_s, "best": best.name,
             **metrics, "predictions": str(out / "predictions.txt")}
 
 
-def rescore(pair: str, model: str, seed: int, dm) -> dict:
+def rescore(pair: str, model: str, seed: int, epochs: int | None, dm) -> dict:
     """Test metrics of a finished run from its ``predictions.txt`` (``predict`` decodes the test
     split exactly as ``test`` does), against the raw references as in ``test``. No timings."""
     from lightning_des.models.nmt.metrics import metrics_by_domain, translation_metrics
 
-    out = RUNS / f"{model}_{pair}_s{seed}"
+    out = run_dir(pair, model, seed, epochs)
     hyps = (out / "predictions.txt").read_text().splitlines()
     refs = [t for _, t in dm.test_pairs]
     if len(hyps) != len(refs):
@@ -118,7 +123,7 @@ def main() -> None:
     rows = []
     if args.rescore:
         dms = {p: _data_module(p) for p in args.pairs}
-        rows = [rescore(p, m, s, dms[p]) for p, m, s, _ in todo]
+        rows = [rescore(p, m, s, e, dms[p]) for p, m, s, e in todo]
         for r in rows:
             print(json.dumps({k: v for k, v in r.items() if k != "predictions"}))
         Path(args.out).write_text(json.dumps({"rows": rows}, ensure_ascii=False, indent=1))
