@@ -20,6 +20,7 @@ ones); writes benchmarks/results/hpo.json, hpo.md (the tables) and hpo.png.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -44,6 +45,7 @@ OURS = {
     "flexhb-no-flexband": dict(mode="flexhb", flexband=False),
     "flexhb-coarse": dict(mode="flexhb", fine_grained=False),
     "flexhb-single-model": dict(mode="flexhb", surrogate="single"),
+    "flexhb-fine-groups": dict(mode="flexhb", group_step=3),  # one ensemble member per 3 budget units (the paper's g = eta)
 }
 PEER_NAMES = ["optuna", "smac", "dehb", "hpbandster"]
 ABLATIONS = [m for m in OURS if m.startswith("flexhb-")]
@@ -53,7 +55,7 @@ PROBLEMS = [*SYNTHETIC, "digits-mlp", *TABLES]
 CHEAP = {*SYNTHETIC, *TABLES}  # problems run with --seeds (digits-mlp trains live: --seeds-real)
 
 
-def run_ours(p: Problem, method: str, seed: int, meter: Meter) -> int:
+def run_ours(p: Problem, method: str, seed: int, meter: Meter) -> FlexHB:
     t = FlexHB(p.space, p.min_budget, p.max_budget, eta=3, seed=seed, **OURS[method])
     states: dict[int, object] = {}
     try:
@@ -67,7 +69,7 @@ def run_ours(p: Problem, method: str, seed: int, meter: Meter) -> int:
             t.tell(job, losses)
     except Exhausted:
         pass
-    return len(t.trials)
+    return t
 
 
 def steps(curve: list) -> list:
@@ -81,8 +83,10 @@ def run_one(problem: str, method: str, seed: int, budget: float) -> dict:
     p = make_problem(problem)
     meter = Meter(budget, p.max_budget)
     t0 = time.perf_counter()
+    extra = {}
     if method in OURS:
-        n = run_ours(p, method, seed, meter)
+        t = run_ours(p, method, seed, meter)
+        n, extra = len(t.trials), {"levels": t.levels}  # the rung levels: a later tuner may round them differently
     else:
         from hpo_peers import PEERS
 
@@ -90,7 +94,7 @@ def run_one(problem: str, method: str, seed: int, budget: float) -> dict:
     wall = time.perf_counter() - t0
     curve = steps([(u, b - p.optimum) for u, b in meter.curve])
     return {"problem": problem, "method": method, "seed": seed, "curve": curve, "final": curve[-1][1],
-            "configs": n, "overhead_s": (wall - meter.eval_s) / max(n, 1), "wall_s": wall}
+            "configs": n, "overhead_s": (wall - meter.eval_s) / max(n, 1), "wall_s": wall, **extra}
 
 
 def mean_curve(runs: list[dict], grid: np.ndarray) -> np.ndarray:
@@ -258,6 +262,18 @@ def _run(args: tuple) -> dict:
     return run_one(*args)
 
 
+@functools.cache
+def _levels_now(problem: str, method: str) -> list[float]:
+    p = make_problem(problem)
+    return FlexHB(p.space, p.min_budget, p.max_budget, eta=3, **OURS[method]).levels
+
+
+def _stale(row: dict) -> bool:
+    """A cached run of ours whose rung levels differ from what the tuner uses now (rows from
+    before the levels were recorded carry none and are taken as they are)."""
+    return row["method"] in OURS and "levels" in row and row["levels"] != _levels_now(row["problem"], row["method"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--problems", nargs="*", default=PROBLEMS, choices=PROBLEMS)
@@ -274,7 +290,7 @@ def main() -> None:
     if cache.is_file():
         for line in cache.read_text().splitlines():
             r = json.loads(line)
-            if r.get("budget", args.budget) == args.budget:
+            if r.get("budget", args.budget) == args.budget and not _stale(r):
                 done[(r["problem"], r["method"], r["seed"])] = r
     todo = [] if args.report_only else [(p, m, s, args.budget) for p in args.problems for m in args.methods
                                          for s in range(args.seeds if p in CHEAP else args.seeds_real) if (p, m, s) not in done]

@@ -117,6 +117,11 @@ class FlexHB:
         surrogate: ``none`` (random configurations), ``single`` (one forest on the highest
             fidelity with enough points, BOHB's rule) or ``ensemble`` (MFES-HB ensemble).
         fine_grained: keep every ``grain`` measurement (else only rung-boundary ones).
+        group_step: with ``fine_grained``, fit one ensemble member per budget at the rung
+            levels and at every multiple of ``group_step`` (the paper's fine-grained fidelity
+            groups, its ``g``; each group holds the losses measured at exactly that budget).
+            None (default): one group per rung level holding each trial's last measurement
+            inside the level.
         global_sh: promote by rank among all trials that reached the rung, past brackets
             included (paused trials from earlier brackets can be resumed).
         flexband: pick each bracket from the measured rank correlation between fidelities.
@@ -139,6 +144,7 @@ class FlexHB:
         mode: Mode = "flexhb",
         surrogate: Literal["none", "single", "ensemble"] | None = None,
         fine_grained: bool | None = None,
+        group_step: float | None = None,
         global_sh: bool | None = None,
         flexband: bool | None = None,
         resume: bool = True,
@@ -156,6 +162,8 @@ class FlexHB:
         for name, v in (("min_budget", min_budget), ("max_budget", max_budget)):
             if not grain > 0 or abs(v / grain - round(v / grain)) > 1e-9:
                 raise ValueError(f"{name}={v:g} is not a multiple of grain={grain:g}: budgets are whole numbers of grains")
+        if group_step is not None and (not group_step > 0 or abs(group_step / grain - round(group_step / grain)) > 1e-9):
+            raise ValueError(f"group_step={group_step:g} is not a positive multiple of grain={grain:g}")
         preset = PRESETS[mode]
         self.space, self.mode, self.eta = space, mode, eta
         self.surrogate = surrogate if surrogate is not None else preset["surrogate"]
@@ -168,6 +176,7 @@ class FlexHB:
         self.n_candidates, self.max_active = n_candidates, max_active_brackets
         self.min_budget, self.max_budget = float(min_budget), float(max_budget)
         self.grain = grain
+        self.group_step = None if group_step is None else float(group_step)
         self.s_max = 0 if mode == "random" else int(math.floor(math.log(max_budget / min_budget, eta) + 1e-9))
         self.levels = self._levels()  # ascending
         self.seed = seed
@@ -355,8 +364,21 @@ class FlexHB:
         return ([t.id for t in free if t.id in mine] + [t.id for t in free if t.id not in mine])[:n_next]
 
     # -- sampling ----------------------------------------------------------------------------
+    def group_budgets(self) -> list[float]:
+        """The budgets of the fine-grained fidelity groups (``group_step``), ascending."""
+        n = int(math.floor(self.max_budget / self.group_step + 1e-9))
+        return sorted({*self.levels, *(_key(self.group_step * i) for i in range(1, n + 1) if self.group_step * i >= self.min_budget)})
+
     def _groups(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(X, y) per rung level, lowest first: each trial's last measurement within the level."""
+        """(X, y) per fidelity group, lowest first: per rung level, each trial's last measurement
+        within the level; with fine-grained groups, the losses measured at each group budget."""
+        if self.fine_grained and self.group_step is not None:
+            out = []
+            for b in self.group_budgets():
+                rows = [(self.space.encode(t.config), t.measurements[b]) for t in self.trials
+                        if b in t.measurements and math.isfinite(t.measurements[b])]
+                out.append((np.array([r[0] for r in rows]).reshape(len(rows), self.space.dim), np.array([r[1] for r in rows])))
+            return out
         out = []
         for k, lo in enumerate(self.levels):
             hi = self.levels[k + 1] if k + 1 < len(self.levels) else math.inf

@@ -198,3 +198,26 @@ def test_model_based_modes_beat_random_search():
             r.append(t.best_loss() - BRANIN_MIN)
         regret[mode] = float(np.mean(r))
     assert regret["flexhb"] < 0.5 * regret["random"] and regret["bohb"] < 0.5 * regret["random"], regret
+
+
+def test_fine_grained_groups_hold_the_losses_measured_at_each_group_budget():
+    """``group_step``: one fidelity group per rung level and per multiple of the step, each
+    holding exactly the losses measured at that budget (non-finite ones left out)."""
+    from lightning_des.tuner.flexhb import Trial
+
+    t = FlexHB(BRANIN_SPACE, 1, 27, eta=3, group_step=3, seed=0)
+    assert t.group_budgets() == [1.0, 3.0, 6.0, 9.0, 12.0, 15.0, 18.0, 21.0, 24.0, 27.0]
+    rng = np.random.default_rng(0)
+    configs = [BRANIN_SPACE.sample(rng) for _ in range(3)]
+    t.trials = [Trial(0, configs[0], {1.0: 5.0, 2.0: 4.0, 3.0: 3.0}),
+                Trial(1, configs[1], {1.0: 6.0, 2.0: 5.5, 3.0: 5.0, 4.0: 4.5, 5.0: 4.4, 6.0: 4.2}),
+                Trial(2, configs[2], {1.0: float("inf")})]
+    groups = dict(zip(t.group_budgets(), t._groups()))
+    assert groups[1.0][1].tolist() == [5.0, 6.0] and groups[3.0][1].tolist() == [3.0, 5.0] and groups[6.0][1].tolist() == [4.2]
+    assert np.allclose(groups[6.0][0], [BRANIN_SPACE.encode(configs[1])]) and len(groups[27.0][1]) == 0
+    # default: one group per rung level with each trial's last measurement inside the level
+    t.group_step = None
+    by_level = dict(zip(t.levels, t._groups()))
+    assert by_level[3.0][1].tolist() == [3.0, 4.2] and by_level[1.0][1].tolist() == [4.0, 5.5]
+    with pytest.raises(ValueError, match="group_step=1.5 is not a positive multiple of grain=1"):
+        FlexHB(BRANIN_SPACE, 1, 27, group_step=1.5)

@@ -84,8 +84,8 @@ def test_flexhb_runs_on_a_table_within_the_meter(small_table):
 
     p = hpo_problems.tabular_problem("toy")
     meter = Meter(4.0, p.max_budget)
-    n = hpo.run_ours(p, "flexhb", 0, meter)
-    assert n > 0 and meter.used >= 4.0
+    t = hpo.run_ours(p, "flexhb", 0, meter)
+    assert len(t.trials) > 0 and meter.used >= 4.0
     assert meter.best in {0.7, 0.65, 1e9}
 
 
@@ -107,3 +107,14 @@ def test_across_problems_ranks_and_win_shares_by_hand():
     assert "Over 1 problems (b)" in text
     assert "| flexhb | 1.50" in text and "| y | 3.00" in text
     assert hpo.across_problems(rows, ["flexhb", "z"]).startswith("(no problem")
+
+
+def test_cached_runs_with_other_rung_levels_are_stale():
+    """A cached run of ours counts only if the rung levels it recorded are the tuner's now
+    (Branin 1..27: 1, 3, 9, 27); peers' rows and rows without levels are kept."""
+    import hpo
+
+    row = {"problem": "branin", "method": "flexhb", "seed": 0}
+    assert not hpo._stale({**row, "levels": [1.0, 3.0, 9.0, 27.0]})
+    assert hpo._stale({**row, "levels": [1.0, 3.0, 9.1, 27.0]})
+    assert not hpo._stale(row) and not hpo._stale({**row, "method": "optuna", "levels": [2.0]})
