@@ -187,20 +187,21 @@ def targets(rows: list[dict], budget: float) -> str:
 
 
 def across_problems(rows: list[dict], methods: list[str], n_boot: int = 2000) -> str:
-    """Mean rank over problems (each problem weighs the same) of the methods that ran on
-    every problem on the same seeds, with a 95% bootstrap interval (seeds resampled within
+    """Mean rank over the problems on which every one of ``methods`` ran on the same seeds
+    (each problem weighs the same; a problem whose runs are unfinished is left out), with a 95% bootstrap interval (seeds resampled within
     each problem), and how often FlexHB's final regret beats each method's on the same
     problem and seed (ties count half)."""
     from scipy.stats import rankdata
 
+    seeds_of = lambda p, m: {r["seed"] for r in rows if r["problem"] == p and r["method"] == m}  # noqa: E731
     probs = [p for p in sorted({r["problem"] for r in rows})
-             if all(any(r["problem"] == p and r["method"] == m for r in rows) for m in methods)]
+             if seeds_of(p, methods[0]) and all(seeds_of(p, m) == seeds_of(p, methods[0]) for m in methods)]
     if not probs:
         return "(no problem on which all of these methods ran)"
     ranks, wins = [], []  # per problem: seeds x methods
     for p in probs:
         final = {(r["method"], r["seed"]): r["final"] for r in rows if r["problem"] == p}
-        seeds = sorted(s for (m, s) in final if m == methods[0] and all((k, s) in final for k in methods))
+        seeds = sorted(seeds_of(p, methods[0]))
         f = np.array([[final[(m, s)] for m in methods] for s in seeds])
         ranks.append(rankdata(f, axis=1))
         ref = f[:, [methods.index("flexhb")]]
@@ -313,6 +314,12 @@ def main() -> None:
                 f.flush()
                 done[(r["problem"], r["method"], r["seed"])] = r
     rows = [r for (p, m, _), r in done.items() if p in args.problems and m in args.methods]
+    n_seeds = lambda p: args.seeds if p in CHEAP else args.seeds_real  # noqa: E731
+    count = {(p, m): sum(1 for r in rows if (r["problem"], r["method"]) == (p, m)) for p, m in {(r["problem"], r["method"]) for r in rows}}
+    unfinished = sorted(k for k, n in count.items() if n < n_seeds(k[0]))
+    if unfinished:  # reported only once every seed has run (an interrupted benchmark resumes them)
+        print("unfinished, left out of the tables:", ", ".join(f"{p}/{m} ({count[p, m]} of {n_seeds(p)} seeds)" for p, m in unfinished))
+        rows = [r for r in rows if (r["problem"], r["method"]) not in unfinished]
     Path(args.out).write_text(json.dumps({"budget": args.budget, "rows": rows}))
     table = summarize(rows, args.budget)
     problems = [p for p in PROBLEMS if any(r["problem"] == p for r in rows)]

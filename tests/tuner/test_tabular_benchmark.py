@@ -95,9 +95,12 @@ def test_across_problems_ranks_and_win_shares_by_hand():
 
     rows = [{"problem": p, "method": m, "seed": s, "final": v} for p, m, s, v in [
         ("a", "flexhb", 0, 1.0), ("a", "x", 0, 2.0), ("a", "flexhb", 1, 3.0), ("a", "x", 1, 2.0),
-        ("b", "flexhb", 0, 1.0), ("b", "x", 0, 1.0), ("b", "y", 0, 5.0)]]
-    # "y" ran only on b: with it, only b counts; without it, a and b count
+        ("b", "flexhb", 0, 1.0), ("b", "x", 0, 1.0), ("b", "y", 0, 5.0),
+        ("c", "flexhb", 0, 1.0), ("c", "flexhb", 1, 1.0), ("c", "x", 0, 9.0)]]
+    # "y" ran only on b: with it, only b counts; without it, a and b count; c is unfinished
+    # (x lacks seed 1) and never counts
     text = hpo.across_problems(rows, ["flexhb", "x"], n_boot=50)
+    assert "Over 2 problems (a, b)" in text
     lines = {ln.split(" | ")[0].strip("| "): ln for ln in text.splitlines() if ln.startswith("| ")}
     # ranks: a = (1, 2), (2, 1) -> 1.5 each; b = tie -> 1.5 each
     assert lines["flexhb"].split(" | ")[1].startswith("1.50") and lines["x"].split(" | ")[1].startswith("1.50")
