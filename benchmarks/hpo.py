@@ -188,9 +188,9 @@ def targets(rows: list[dict], budget: float) -> str:
 
 def across_problems(rows: list[dict], methods: list[str], n_boot: int = 2000) -> str:
     """Mean rank over the problems on which every one of ``methods`` ran on the same seeds
-    (each problem weighs the same; a problem whose runs are unfinished is left out), with a 95% bootstrap interval (seeds resampled within
-    each problem), and how often FlexHB's final regret beats each method's on the same
-    problem and seed (ties count half)."""
+    (each problem weighs the same; a problem with unfinished runs is left out), with a 95%
+    bootstrap interval (seeds resampled within each problem), and how often FlexHB's final
+    regret beats each method's on the same problem and seed (ties count half)."""
     from scipy.stats import rankdata
 
     seeds_of = lambda p, m: {r["seed"] for r in rows if r["problem"] == p and r["method"] == m}  # noqa: E731
