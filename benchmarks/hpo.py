@@ -20,6 +20,7 @@ ones); writes benchmarks/results/hpo.json, hpo.md (the tables) and hpo.png.
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import json
 import os
@@ -293,8 +294,9 @@ def main() -> None:
             r = json.loads(line)
             if r.get("budget", args.budget) == args.budget and not _stale(r):
                 done[(r["problem"], r["method"], r["seed"])] = r
+    n_seeds = lambda p: args.seeds if p in CHEAP else args.seeds_real  # noqa: E731
     todo = [] if args.report_only else [(p, m, s, args.budget) for p in args.problems for m in args.methods
-                                         for s in range(args.seeds if p in CHEAP else args.seeds_real) if (p, m, s) not in done]
+                                         for s in range(n_seeds(p)) if (p, m, s) not in done]
     print(f"{len(todo)} runs to do, {len(done)} cached in {cache}")
     os.environ["OMP_NUM_THREADS"] = "1"
     with cache.open("a") as f:
@@ -314,8 +316,7 @@ def main() -> None:
                 f.flush()
                 done[(r["problem"], r["method"], r["seed"])] = r
     rows = [r for (p, m, _), r in done.items() if p in args.problems and m in args.methods]
-    n_seeds = lambda p: args.seeds if p in CHEAP else args.seeds_real  # noqa: E731
-    count = {(p, m): sum(1 for r in rows if (r["problem"], r["method"]) == (p, m)) for p, m in {(r["problem"], r["method"]) for r in rows}}
+    count = collections.Counter((r["problem"], r["method"]) for r in rows)
     unfinished = sorted(k for k, n in count.items() if n < n_seeds(k[0]))
     if unfinished:  # reported only once every seed has run (an interrupted benchmark resumes them)
         print("unfinished, left out of the tables:", ", ".join(f"{p}/{m} ({count[p, m]} of {n_seeds(p)} seeds)" for p, m in unfinished))

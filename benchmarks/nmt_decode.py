@@ -21,9 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from nmt import _data_module  # the benchmark's data module of a pair (benchmarks/ is on sys.path)
 
 
 def decode(model, dm, pairs: list, beam: int) -> list[str]:
@@ -46,14 +44,13 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="JSON with one row per setting (default: beside the checkpoint)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from lightning_des.data.translation import TranslationDataModule
     from lightning_des.models.nmt import Seq2Seq
     from lightning_des.models.nmt.metrics import metrics_by_domain, translation_metrics
 
     ckpt = Path(args.ckpt)
     if not ckpt.is_file():
         raise SystemExit(f"no checkpoint at {ckpt}")
-    dm = TranslationDataModule(**yaml.safe_load((ROOT / "recipes" / f"nmt_kvmem_{args.pair}.yaml").read_text())["data"]["init_args"])
+    dm = _data_module(args.pair)
     model = Seq2Seq.load_from_checkpoint(ckpt, map_location="cpu").eval()
     pairs = (dm.val_pairs if args.split == "val" else dm.test_pairs)[: args.limit]
     refs = [t for _, t in pairs]

@@ -58,6 +58,10 @@ def _key(b: float) -> float:
     return round(float(b), 9)
 
 
+def _whole_grains(v: float, grain: float) -> bool:
+    return abs(v / grain - round(v / grain)) <= 1e-9
+
+
 @dataclass
 class Trial:
     id: int
@@ -160,9 +164,9 @@ class FlexHB:
             raise ValueError(f"need 0 < min_budget <= max_budget and eta >= 2, got {min_budget}, {max_budget}, {eta}")
         grain = float(grain or min_budget)
         for name, v in (("min_budget", min_budget), ("max_budget", max_budget)):
-            if not grain > 0 or abs(v / grain - round(v / grain)) > 1e-9:
+            if not grain > 0 or not _whole_grains(v, grain):
                 raise ValueError(f"{name}={v:g} is not a multiple of grain={grain:g}: budgets are whole numbers of grains")
-        if group_step is not None and (not group_step > 0 or abs(group_step / grain - round(group_step / grain)) > 1e-9):
+        if group_step is not None and not (group_step > 0 and _whole_grains(group_step, grain)):
             raise ValueError(f"group_step={group_step:g} is not a positive multiple of grain={grain:g}")
         preset = PRESETS[mode]
         self.space, self.mode, self.eta = space, mode, eta
@@ -373,23 +377,20 @@ class FlexHB:
         """(X, y) per fidelity group, lowest first: per rung level, each trial's last measurement
         within the level; with fine-grained groups, the losses measured at each group budget."""
         if self.fine_grained and self.group_step is not None:
-            out = []
-            for b in self.group_budgets():
-                rows = [(self.space.encode(t.config), t.measurements[b]) for t in self.trials
-                        if b in t.measurements and math.isfinite(t.measurements[b])]
-                out.append((np.array([r[0] for r in rows]).reshape(len(rows), self.space.dim), np.array([r[1] for r in rows])))
-            return out
-        out = []
-        for k, lo in enumerate(self.levels):
-            hi = self.levels[k + 1] if k + 1 < len(self.levels) else math.inf
-            xs, ys = [], []
-            for t in self.trials:
-                inside = [b for b in t.measurements if lo <= b < hi and math.isfinite(t.measurements[b])]
-                if inside:
-                    xs.append(self.space.encode(t.config))
-                    ys.append(t.measurements[max(inside)])
-            out.append((np.array(xs).reshape(len(xs), self.space.dim), np.array(ys)))
-        return out
+            picked = [[(t, t.measurements[b]) for t in self.trials if math.isfinite(t.measurements.get(b, math.inf))]
+                      for b in self.group_budgets()]
+        else:
+            picked = []
+            for k, lo in enumerate(self.levels):
+                hi = self.levels[k + 1] if k + 1 < len(self.levels) else math.inf
+                level = []
+                for t in self.trials:
+                    inside = [b for b in t.measurements if lo <= b < hi and math.isfinite(t.measurements[b])]
+                    if inside:
+                        level.append((t, t.measurements[max(inside)]))
+                picked.append(level)
+        return [(np.array([self.space.encode(t.config) for t, _ in g]).reshape(len(g), self.space.dim), np.array([y for _, y in g]))
+                for g in picked]
 
     def _model(self):
         """(fitted surrogate, standardised losses of the fidelity it targets), or None while
