@@ -12,7 +12,8 @@ tokens / seconds of the ``test`` command, beam 5, one sentence at a time); both 
 process start-up (~10-15 s: imports, SentencePiece training), so they understate speed alike.
 BLEU and chrF are against the raw reference sentences, overall and per source domain. Finished
 runs are appended to ``--out`` with suffix ``.jsonl`` and skipped by a rerun (same pair, model,
-seed, epochs), so an interrupted benchmark resumes. Writes ``--out`` (default
+seed, epochs, model settings: a row whose recorded settings differ from the recipe's today is
+run again), so an interrupted benchmark resumes. Writes ``--out`` (default
 benchmarks/results/nmt.json: runs + side-by-side examples). ``--models`` adds one-factor
 KVMemAtt ablations (see ``VARIANTS``).
 """
@@ -24,6 +25,7 @@ import concurrent.futures as cf
 import functools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,16 +37,35 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "lightning_logs" / "nmt_bench"
 MODELS = ["bahdanau", "kvmem"]
-# name -> (recipe model, extra CLI arguments): the two models and one-factor ablations of KVMemAtt
+# the first recipes' settings (PyTorch init, our conditional decoder, length penalty 1), spelt out so
+# the peer-gap variants keep their meaning whatever the recipes say now
+V1 = ["--model.init", "torch", "--model.decoder", "conditional", "--model.length_penalty", "1"]
+# name -> (recipe model, extra CLI arguments): the two models, one-factor ablations of KVMemAtt and
+# the peer-gap variants of the baseline
 VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
             "kvmem_noeos": ("kvmem", ["--model.eos_weight", "0"]),  # KVMemAtt without the EOS term
             "kvmem_r1": ("kvmem", ["--model.rounds", "1"]),  # one address/read/update round per step
             "kvmem_fb3": ("kvmem", ["--model.forget_bias", "-3"]),  # forget gate starts near 0.05 (little erasing)
             "bahdanau_eos": ("bahdanau", ["--model.eos_weight", "1"]),  # the baseline with the EOS term
-            # one factor at a time towards JoeyNMT's GRU recipe (the peer-gap study)
-            "bahdanau_xavier": ("bahdanau", ["--model.init", "xavier"]),  # JoeyNMT's initialisation
-            "bahdanau_feeding": ("bahdanau", ["--model.decoder", "input_feeding"]),  # JoeyNMT's decoder (input feeding)
-            "bahdanau_joey": ("bahdanau", ["--model.init", "xavier", "--model.decoder", "input_feeding"])}  # both
+            # one factor at a time from the first recipe towards JoeyNMT's GRU recipe (the peer-gap study)
+            "bahdanau_v1": ("bahdanau", V1),
+            "bahdanau_xavier": ("bahdanau", [*V1, "--model.init", "xavier"]),  # JoeyNMT's initialisation
+            "bahdanau_feeding": ("bahdanau", [*V1, "--model.decoder", "input_feeding"]),  # JoeyNMT's decoder (input feeding)
+            "bahdanau_joey": ("bahdanau", [*V1, "--model.init", "xavier", "--model.decoder", "input_feeding"]),  # both
+            # ... and JoeyNMT's bridge from the encoder's final states
+            "bahdanau_joey_bridge": ("bahdanau", [*V1, "--model.init", "xavier", "--model.decoder", "input_feeding", "--model.bridge", "final"]),
+            "kvmem_joey": ("kvmem", [*V1, "--model.init", "xavier", "--model.decoder", "input_feeding"])}  # KVMemAtt, bahdanau_joey's settings
+
+
+def model_args(pair: str, model: str) -> dict:
+    """A variant's model settings as trained and tested: the recipe's ``init_args`` with the
+    variant's overrides (later ones win). Recorded in each row; a cached row whose settings
+    differ from today's (a recipe changed) is run again."""
+    recipe, extra = VARIANTS[model]
+    args = dict(yaml.safe_load((ROOT / "recipes" / f"nmt_{recipe}_{pair}.yaml").read_text())["model"]["init_args"])
+    for k, v in zip(extra[::2], extra[1::2]):
+        args[k.removeprefix("--model.")] = yaml.safe_load(v)
+    return args
 
 
 def run_dir(pair: str, model: str, seed: int, epochs: int | None) -> Path:
@@ -55,6 +76,7 @@ def run_dir(pair: str, model: str, seed: int, epochs: int | None) -> Path:
 def run(pair: str, model: str, seed: int, epochs: int | None) -> dict:
     recipe, extra = VARIANTS[model]
     out = run_dir(pair, model, seed, epochs)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # an interrupted or outdated run's: fit starts afresh
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     base = [sys.executable, "-m", "lightning_des.cli"]
@@ -79,7 +101,7 @@ def run(pair: str, model: str, seed: int, epochs: int | None) -> dict:
     # metrics from the predictions (predict decodes the test split exactly as test does): the
     # printed test table wraps long per-domain names, so it is not parsed
     metrics = {k: v for k, v in rescore(pair, model, seed, epochs, _data_module(pair)).items() if k not in ("pair", "model", "seed", "predictions")}
-    return {"pair": pair, "model": model, "seed": seed, "epochs": epochs, "fit_s": fit_s, "test_s": test_s, "best": best.name,
+    return {"pair": pair, "model": model, "model_args": model_args(pair, model), "seed": seed, "epochs": epochs, "fit_s": fit_s, "test_s": test_s, "best": best.name,
             **metrics, "predictions": str(out / "predictions.txt")}
 
 
@@ -133,7 +155,8 @@ def main() -> None:
     if cache.is_file():
         for line in cache.read_text().splitlines():
             r = json.loads(line)
-            done[(r["pair"], r["model"], r["seed"], r.get("epochs"))] = r
+            if r["model"] in VARIANTS and r.get("model_args") == model_args(r["pair"], r["model"]):  # else outdated: rerun
+                done[(r["pair"], r["model"], r["seed"], r.get("epochs"))] = r
     rows = [done[t] for t in todo if t in done]
     with cf.ThreadPoolExecutor(args.jobs) as pool, cache.open("a") as f:
         for r in pool.map(lambda t: run(*t), [t for t in todo if t not in done]):

@@ -47,11 +47,22 @@ class BahdanauAttention(nn.Module):
         return (a[..., None] * memory).sum(1), a, state
 
 
-def hypothesis_score(logp: float, length: int, coverage: torch.Tensor | None, length_penalty: float, coverage_penalty: float) -> float:
-    """``logp / length ** length_penalty + coverage_penalty * sum_j log(min(coverage_j, 1))``
+def length_normaliser(length: int, alpha: float, form: str = "power") -> float:
+    """What a finished hypothesis' log-prob is divided by: ``length ** alpha`` (``power``) or
+    GNMT's ``((5 + length) / 6) ** alpha`` (``gnmt``, Wu et al. 2016; JoeyNMT's and OpenNMT's form)."""
+    if form == "power":
+        return length ** alpha
+    if form == "gnmt":
+        return ((5 + length) / 6) ** alpha
+    raise ValueError(f"length_norm must be 'power' or 'gnmt', got {form!r}")
+
+
+def hypothesis_score(logp: float, length: int, coverage: torch.Tensor | None, length_penalty: float, coverage_penalty: float,
+                     length_norm: str = "power") -> float:
+    """``logp / length_normaliser(length) + coverage_penalty * sum_j log(min(coverage_j, 1))``
     (GNMT's coverage term over source positions; ``coverage`` is the attention summed over the
     hypothesis' steps, positions never attended (padding) left out)."""
-    score = logp / length ** length_penalty
+    score = logp / length_normaliser(length, length_penalty, length_norm)
     if coverage_penalty and coverage is not None:
         c = coverage[coverage > 0]
         score += coverage_penalty * float(torch.log(c.clamp(max=1.0)).sum())
@@ -63,7 +74,7 @@ Step = Callable[[torch.Tensor, tuple], tuple]  # (previous tokens [n], state) ->
 
 def beam_search(step: Step, state: tuple, first: int, end: int, beam: int = 5, max_len: int = 100, *,
                 allowed: list[torch.Tensor] | None = None, length_penalty: float = 0.0, coverage_penalty: float = 0.0,
-                max_repeat: int | None = None, sample_top_k: int = 0,
+                length_norm: str = "power", max_repeat: int | None = None, sample_top_k: int = 0,
                 generator: torch.Generator | None = None) -> tuple[list[int], float]:
     """Beam search from token ``first``; returns (tokens without ``end``, score).
 
@@ -72,7 +83,8 @@ def beam_search(step: Step, state: tuple, first: int, end: int, beam: int = 5, m
 
     * Open-ended (``allowed`` None; translation): at most ``max_len`` tokens; choosing ``end``
       finishes a hypothesis, scored by :func:`hypothesis_score`; the search stops once ``beam``
-      hypotheses are finished and none of the open ones can still score better.
+      hypotheses are finished and none of the open ones can still score better (``length_norm``:
+      see :func:`length_normaliser`).
     * Fixed length (``allowed`` = one boolean mask per position; poetry): exactly
       ``len(allowed)`` tokens, position ``t`` drawn from ``allowed[t]``, then ``end``.
 
@@ -80,6 +92,7 @@ def beam_search(step: Step, state: tuple, first: int, end: int, beam: int = 5, m
     allowed). ``sample_top_k > 0``: one hypothesis, each token sampled from the ``k`` most likely
     allowed ones (``generator`` seeds it) instead of searching.
     """
+    length_normaliser(1, length_penalty, length_norm)  # refuses an unknown form before any work
     fixed = allowed is not None
     steps = len(allowed) + 1 if fixed else max_len
     k = 1 if sample_top_k > 0 else beam
@@ -114,14 +127,14 @@ def beam_search(step: Step, state: tuple, first: int, end: int, beam: int = 5, m
         for sc, h, tok in cands:
             if tok == end:
                 c = cover[h] if cover is not None else None
-                finished.append((hypothesis_score(sc, len(hyps[h]) + 1, c, length_penalty, coverage_penalty), hyps[h], sc))
+                finished.append((hypothesis_score(sc, len(hyps[h]) + 1, c, length_penalty, coverage_penalty, length_norm), hyps[h], sc))
             elif len(keep) < k:
                 keep.append((sc, h, tok))
         if fixed:
             if t == len(allowed) or not keep:
                 break
         else:
-            best_open = max((sc for sc, _, _ in keep), default=-math.inf) / (t + 2) ** length_penalty
+            best_open = max((sc for sc, _, _ in keep), default=-math.inf) / length_normaliser(t + 2, length_penalty, length_norm)
             # open hypotheses only lose log-prob; their coverage term can still rise to 0
             if not keep or len(finished) >= k and max(f[0] for f in finished) >= best_open:
                 break
@@ -133,9 +146,9 @@ def beam_search(step: Step, state: tuple, first: int, end: int, beam: int = 5, m
             cover = cover.index_select(0, idx)
     if not finished:  # open-ended search ran out of length
         finished = [(hypothesis_score(float(sc), max(len(h), 1), cover[i] if cover is not None else None, length_penalty,
-                                      coverage_penalty), h, float(sc)) for i, (sc, h) in enumerate(zip(scores.tolist(), hyps))]
+                                      coverage_penalty, length_norm), h, float(sc)) for i, (sc, h) in enumerate(zip(scores.tolist(), hyps))]
     best = max(finished, key=lambda f: f[0])
     return best[1], best[0]
 
 
-__all__ = ["BahdanauAttention", "BiGRUEncoder", "beam_search", "hypothesis_score"]
+__all__ = ["BahdanauAttention", "BiGRUEncoder", "beam_search", "hypothesis_score", "length_normaliser"]

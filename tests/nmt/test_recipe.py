@@ -163,3 +163,55 @@ def test_checkpoints_from_before_the_shared_encoder_and_attention_still_load():
         fresh = type(model)(**model.hparams)
         fresh.load_state_dict(ckpt["state_dict"])  # strict: every name matches again
         assert all(torch.equal(fresh.state_dict()[k], v) for k, v in new.items())
+
+
+def test_length_norm_gnmt_is_wu_et_al_and_changes_the_ranking():
+    from lightning_des.models.rnn import beam_search, length_normaliser
+
+    assert hypothesis_score(-6.0, 7, None, 1.0, 0.0, "gnmt") == pytest.approx(-6.0 / 2.0)  # (5 + 7) / 6 = 2
+    assert hypothesis_score(-6.0, 4, None, 0.5, 0.0, "gnmt") == pytest.approx(-6.0 / 1.5 ** 0.5)
+    assert length_normaliser(4, 0.5, "power") == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="length_norm"):
+        length_normaliser(3, 1.0, "average")
+    # two hypotheses: "short" = [3] + end, log-prob -0.9 - 0.1 = -1.0 over 2 tokens; "long" = eight 4s
+    # + end, -0.5 - 7 x 0.3 - 0.4 = -3.0 over 9. Power alpha 1: -0.5 vs -0.33 (long wins);
+    # GNMT alpha 1: -1.0 / (7/6) = -0.86 vs -3.0 / (14/6) = -1.29 (short wins); alpha 0: short.
+    V, end = 6, 5
+
+    def step(prev, state):
+        (t,) = state
+        logp = torch.full((len(prev), V), -30.0)
+        for i, (p, ti) in enumerate(zip(prev.tolist(), t.tolist())):
+            if ti == 0:
+                logp[i, 3], logp[i, 4] = -0.9, -0.5
+            elif p == 3:
+                logp[i, end] = -0.1
+            elif ti < 8:
+                logp[i, 4] = -0.3
+            else:
+                logp[i, end] = -0.4
+        return logp, (t + 1,)
+
+    def run(alpha, form):
+        return beam_search(step, (torch.zeros(1, dtype=torch.long),), 0, end, beam=2, max_len=20, length_penalty=alpha, length_norm=form)
+
+    assert run(1.0, "power")[0] == [4] * 8 and run(1.0, "power")[1] == pytest.approx(-3.0 / 9)
+    assert run(1.0, "gnmt")[0] == [3] and run(1.0, "gnmt")[1] == pytest.approx(-1.0 / (7 / 6))
+    assert run(0.0, "power")[0] == run(0.0, "gnmt")[0] == [3]
+    with pytest.raises(ValueError, match="length_norm"):
+        run(1.0, "average")
+
+
+def test_final_state_bridge_is_the_grus_last_states():
+    torch.manual_seed(0)
+    m = Seq2Seq(20, 22, embedding_dim=8, hidden=12, dropout=0.0, bridge="final").eval()
+    src = torch.tensor([[5, 6, 7, EOS], [8, 9, EOS, PAD]])
+    _, _, s, _ = m.encode(src)
+    for b, n in enumerate([4, 3]):  # each sentence alone, unpadded: h_n of the plain GRU
+        _, h_n = m.encoder.gru(m.src_emb(src[b: b + 1, :n]))
+        assert torch.allclose(s[b], torch.tanh(m.init(torch.cat([h_n[0, 0], h_n[1, 0]]))), atol=1e-6)
+    mean = Seq2Seq(20, 22, embedding_dim=8, hidden=12, dropout=0.0).eval()
+    mean.load_state_dict(m.state_dict())
+    assert not torch.allclose(mean.encode(src)[2], s)
+    with pytest.raises(ValueError, match="bridge"):
+        Seq2Seq(20, 22, bridge="last")

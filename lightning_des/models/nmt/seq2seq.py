@@ -54,6 +54,8 @@ class Seq2Seq(pl.LightningModule):
         kv_refine: KVMemAtt's query refinement between rounds, ``tanh`` layer or ``gru`` cell.
         beam, length_penalty: test/predict decoding (beam 1 = greedy); hypotheses are ranked
             by log-prob / length ** length_penalty (+ the coverage penalty).
+        length_norm: ``power`` (``length ** length_penalty``) or ``gnmt`` (GNMT's and JoeyNMT's
+            ``((5 + length) / 6) ** length_penalty``).
         coverage_penalty: GNMT's coverage weight ``beta`` (0 = off).
         max_len_ratio: decode at most ``ratio * source length + 10`` tokens.
         label_smoothing, lr_schedule, warmup_steps, tie_embeddings, val_bleu: the training
@@ -61,6 +63,8 @@ class Seq2Seq(pl.LightningModule):
         init: parameter initialisation, ``torch`` (PyTorch's defaults) or ``xavier`` (module docstring).
         decoder: ``conditional`` (the query from the previous state, the default) or
             ``input_feeding`` (JoeyNMT's RNN decoder; module docstring).
+        bridge: the decoder's initial state, ``tanh(W mean_j h_j)`` (``mean``) or JoeyNMT's
+            ``tanh(W [final forward state; final backward state])`` (``final``).
     """
 
     def __init__(self, src_vocab_size: int = 0, tgt_vocab_size: int = 0, attention: Literal["bahdanau", "kvmem"] = "bahdanau",
@@ -70,7 +74,8 @@ class Seq2Seq(pl.LightningModule):
                  lr_schedule: Literal["constant", "warmup_rsqrt", "plateau"] = "constant", warmup_steps: int = 0,
                  tie_embeddings: bool = False, val_bleu: bool = False, coverage_penalty: float = 0.0,
                  kv_refine: Literal["tanh", "gru"] = "tanh", init: Literal["torch", "xavier"] = "torch",
-                 decoder: Literal["conditional", "input_feeding"] = "conditional") -> None:
+                 decoder: Literal["conditional", "input_feeding"] = "conditional",
+                 length_norm: Literal["power", "gnmt"] = "power", bridge: Literal["mean", "final"] = "mean") -> None:
         super().__init__()
         if src_vocab_size <= 0 or tgt_vocab_size <= 0:
             raise ValueError("src_vocab_size and tgt_vocab_size must be positive (set by the data module)")
@@ -82,6 +87,10 @@ class Seq2Seq(pl.LightningModule):
             raise ValueError("lr_schedule 'warmup_rsqrt' needs warmup_steps >= 1")
         if decoder not in ("conditional", "input_feeding"):
             raise ValueError(f"decoder must be 'conditional' or 'input_feeding', got {decoder!r}")
+        if length_norm not in ("power", "gnmt"):
+            raise ValueError(f"length_norm must be 'power' or 'gnmt', got {length_norm!r}")
+        if bridge not in ("mean", "final"):
+            raise ValueError(f"bridge must be 'mean' or 'final', got {bridge!r}")
         if init not in ("torch", "xavier"):
             raise ValueError(f"init must be 'torch' or 'xavier', got {init!r}")
         if not 0.0 <= label_smoothing < 1.0:
@@ -133,7 +142,12 @@ class Seq2Seq(pl.LightningModule):
     def encode(self, src: torch.Tensor):
         memory = self.encoder(self.drop(self.src_emb(src)), src)
         mask = src != PAD
-        s = torch.tanh(self.init((memory * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)))
+        if self.hparams.bridge == "final":  # the GRU's last states: forward at the last token, backward at the first
+            half, last = memory.shape[-1] // 2, mask.sum(1) - 1
+            summary = torch.cat([memory[torch.arange(len(src)), last, :half], memory[:, 0, half:]], -1)
+        else:
+            summary = (memory * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        s = torch.tanh(self.init(summary))
         st = self.att.init_state(memory)
         if self.feeding:  # the previous attentional vector travels with the attention state
             st = (memory.new_zeros(memory.shape[0], self.out.out_features), *st)
@@ -255,7 +269,8 @@ class Seq2Seq(pl.LightningModule):
 
         max_len = int(self.hparams.max_len_ratio * int(mask.sum())) + 10
         tokens, _ = beam_search(step, (s, *st), BOS, EOS, beam or self.hparams.beam, max_len,
-                                length_penalty=self.hparams.length_penalty, coverage_penalty=self.hparams.coverage_penalty)
+                                length_penalty=self.hparams.length_penalty, coverage_penalty=self.hparams.coverage_penalty,
+                                length_norm=self.hparams.length_norm)
         return tokens
 
     def translate(self, src: torch.Tensor, beam: int | None = None) -> list[list[int]]:
