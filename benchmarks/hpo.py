@@ -94,6 +94,8 @@ def run_one(problem: str, method: str, seed: int, budget: float) -> dict:
         n = PEERS[method](p, seed, meter)
     wall = time.perf_counter() - t0
     curve = steps([(u, b - p.optimum) for u, b in meter.curve])
+    if problem.startswith("table:"):
+        extra["table_configs"] = _table_configs(problem)
     return {"problem": problem, "method": method, "seed": seed, "curve": curve, "final": curve[-1][1],
             "configs": n, "overhead_s": (wall - meter.eval_s) / max(n, 1), "wall_s": wall, **extra}
 
@@ -270,9 +272,22 @@ def _levels_now(problem: str, method: str) -> list[float]:
     return FlexHB(p.space, p.min_budget, p.max_budget, eta=3, **OURS[method]).levels
 
 
+@functools.cache
+def _table_configs(problem: str) -> int | None:
+    """How many configurations a ``table:*`` problem's table holds now (None for other problems)."""
+    if not problem.startswith("table:"):
+        return None
+    from hpo_tables import load
+
+    return len(load(problem.removeprefix("table:"))["rows"])
+
+
 def _stale(row: dict) -> bool:
     """A cached run of ours whose rung levels differ from what the tuner uses now (rows from
-    before the levels were recorded carry none and are taken as they are)."""
+    before the levels were recorded carry none and are taken as they are), or any run on a
+    table that has grown since (its nearest neighbours and optimum changed)."""
+    if row.get("table_configs") != _table_configs(row["problem"]):
+        return True
     return row["method"] in OURS and "levels" in row and row["levels"] != _levels_now(row["problem"], row["method"])
 
 

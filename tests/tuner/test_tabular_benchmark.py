@@ -121,3 +121,20 @@ def test_cached_runs_with_other_rung_levels_are_stale():
     assert not hpo._stale({**row, "levels": [1.0, 3.0, 9.0, 27.0]})
     assert hpo._stale({**row, "levels": [1.0, 3.0, 9.1, 27.0]})
     assert not hpo._stale(row) and not hpo._stale({**row, "method": "optuna", "levels": [2.0]})
+
+
+def test_cached_runs_on_a_table_that_has_grown_are_stale(small_table):
+    """A run on a ``table:*`` problem counts only if the table still holds as many
+    configurations as when it ran (neighbours and optimum change as a table grows); every
+    method's row, peers' too, and rows that recorded no size are rerun."""
+    import hpo
+
+    hpo._table_configs.cache_clear()  # small_table points hpo_tables at a 3-configuration table
+    try:
+        assert hpo._table_configs("table:toy") == 3 and hpo._table_configs("branin") is None
+        for method in ("random", "optuna"):
+            row = {"problem": "table:toy", "method": method, "seed": 0}
+            assert not hpo._stale({**row, "table_configs": 3})
+            assert hpo._stale({**row, "table_configs": 2}) and hpo._stale(row)
+    finally:
+        hpo._table_configs.cache_clear()
