@@ -13,7 +13,9 @@ process start-up (~10-15 s: imports, SentencePiece training), so they understate
 BLEU and chrF are against the raw reference sentences, overall and per source domain. Finished
 runs are appended to ``--out`` with suffix ``.jsonl`` and skipped by a rerun (same pair, model,
 seed, epochs, model settings: a row whose recorded settings differ from the recipe's today is
-run again), so an interrupted benchmark resumes. Writes ``--out`` (default
+run again), so an interrupted benchmark resumes; a variant whose training settings equal a
+cached row's (they differ only in decoding, e.g. the length penalty) is tested on that row's
+checkpoint instead of trained again (its row names the run it was ``trained_in``). Writes ``--out`` (default
 benchmarks/results/nmt.json: runs + side-by-side examples). ``--models`` adds one-factor
 KVMemAtt ablations (see ``VARIANTS``).
 """
@@ -73,10 +75,32 @@ def run_dir(pair: str, model: str, seed: int, epochs: int | None) -> Path:
     return RUNS / (f"{model}_{pair}_s{seed}" + (f"_e{epochs}" if epochs else ""))
 
 
-def run(pair: str, model: str, seed: int, epochs: int | None) -> dict:
+DECODING = {"beam", "length_penalty", "length_norm", "max_len_ratio", "coverage_penalty"}  # test-time settings only
+
+
+def training_args(args: dict) -> dict:
+    """The settings that shape training (everything but the decoding ones)."""
+    return {k: v for k, v in args.items() if k not in DECODING}
+
+
+def trained_before(pair: str, model: str, seed: int, epochs: int | None, rows: list[dict]) -> dict | None:
+    """A finished row trained with exactly this variant's training settings (same pair, seed,
+    epochs) whose best checkpoint is still there: its model is tested again, not retrained."""
+    want = training_args(model_args(pair, model))
+    for r in rows:
+        if (r["pair"], r["seed"], r.get("epochs")) == (pair, seed, epochs) and "model_args" in r and training_args(r["model_args"]) == want:
+            if (Path(r["predictions"]).parent / "checkpoints" / r["best"]).is_file():
+                return r
+    return None
+
+
+def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | None = None) -> dict:
+    """Train (unless ``source``, a row of :func:`trained_before`, has the model), test and
+    predict one variant; the row records where its model was trained."""
     recipe, extra = VARIANTS[model]
     out = run_dir(pair, model, seed, epochs)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # an interrupted or outdated run's: fit starts afresh
+    if source is None:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # an interrupted or outdated run's: fit starts afresh
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     base = [sys.executable, "-m", "lightning_des.cli"]
@@ -85,11 +109,14 @@ def run(pair: str, model: str, seed: int, epochs: int | None) -> dict:
               "--trainer.callbacks.output_file", str(out / "predictions.txt")]
     if epochs:
         common += ["--trainer.max_epochs", str(epochs)]
-    t0 = time.perf_counter()
-    with open(out / "fit.log", "w") as log:
-        subprocess.run([*base, "fit", *common], env=env, stdout=subprocess.DEVNULL, stderr=log, check=True)
-    fit_s = time.perf_counter() - t0
-    best = max((out / "checkpoints").glob("epoch=*.ckpt"), key=lambda p: p.stat().st_mtime)  # save_top_k=1: the best
+    if source is None:
+        t0 = time.perf_counter()
+        with open(out / "fit.log", "w") as log:
+            subprocess.run([*base, "fit", *common], env=env, stdout=subprocess.DEVNULL, stderr=log, check=True)
+        fit_s = time.perf_counter() - t0
+        best = max((out / "checkpoints").glob("epoch=*.ckpt"), key=lambda p: p.stat().st_mtime)  # save_top_k=1: the best
+    else:
+        fit_s, best = source["fit_s"], Path(source["predictions"]).parent / "checkpoints" / source["best"]
     t0 = time.perf_counter()
     with open(out / "test.log", "w") as log:
         res = subprocess.run([*base, "test", *common, "--ckpt_path", str(best)], env=env, capture_output=True, text=True)
@@ -102,7 +129,7 @@ def run(pair: str, model: str, seed: int, epochs: int | None) -> dict:
     # printed test table wraps long per-domain names, so it is not parsed
     metrics = {k: v for k, v in rescore(pair, model, seed, epochs, _data_module(pair)).items() if k not in ("pair", "model", "seed", "predictions")}
     return {"pair": pair, "model": model, "model_args": model_args(pair, model), "seed": seed, "epochs": epochs, "fit_s": fit_s, "test_s": test_s, "best": best.name,
-            **metrics, "predictions": str(out / "predictions.txt")}
+            **metrics, "predictions": str(out / "predictions.txt"), "trained_in": str(best.parent.parent)}
 
 
 def rescore(pair: str, model: str, seed: int, epochs: int | None, dm) -> dict:
@@ -151,15 +178,16 @@ def main() -> None:
         Path(args.out).write_text(json.dumps({"rows": rows}, ensure_ascii=False, indent=1))
         return
     cache = Path(args.out).with_suffix(".jsonl")
-    done = {}
+    done, cached = {}, []
     if cache.is_file():
         for line in cache.read_text().splitlines():
             r = json.loads(line)
+            cached.append(r)
             if r["model"] in VARIANTS and r.get("model_args") == model_args(r["pair"], r["model"]):  # else outdated: rerun
                 done[(r["pair"], r["model"], r["seed"], r.get("epochs"))] = r
     rows = [done[t] for t in todo if t in done]
     with cf.ThreadPoolExecutor(args.jobs) as pool, cache.open("a") as f:
-        for r in pool.map(lambda t: run(*t), [t for t in todo if t not in done]):
+        for r in pool.map(lambda t: run(*t, trained_before(*t, cached)), [t for t in todo if t not in done]):
             rows.append(r)
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
             f.flush()
