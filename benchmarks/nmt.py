@@ -39,9 +39,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "lightning_logs" / "nmt_bench"
 MODELS = ["bahdanau", "kvmem"]
-# the first recipes' settings (PyTorch init, our conditional decoder, length penalty 1), spelt out so
-# the peer-gap variants keep their meaning whatever the recipes say now
-V1 = ["--model.init", "torch", "--model.decoder", "conditional", "--model.length_penalty", "1"]
+# the first recipes' settings (PyTorch init, our conditional decoder, mean-state bridge, length
+# penalty 1), spelt out so the peer-gap variants keep their meaning whatever the recipes say now
+V1 = ["--model.init", "torch", "--model.decoder", "conditional", "--model.bridge", "mean", "--model.length_penalty", "1"]
 # name -> (recipe model, extra CLI arguments): the two models, one-factor ablations of KVMemAtt and
 # the peer-gap variants of the baseline
 VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
