@@ -114,7 +114,10 @@ def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | Non
         with open(out / "fit.log", "w") as log:
             subprocess.run([*base, "fit", *common], env=env, stdout=subprocess.DEVNULL, stderr=log, check=True)
         fit_s = time.perf_counter() - t0
-        best = max((out / "checkpoints").glob("epoch=*.ckpt"), key=lambda p: p.stat().st_mtime)  # save_top_k=1: the best
+        ckpts = list((out / "checkpoints").glob("epoch=*.ckpt"))
+        if not ckpts:  # e.g. fit stopped by a signal, which Lightning turns into a clean exit
+            raise RuntimeError(f"{out}: fit ended without a checkpoint (see {out / 'fit.log'})")
+        best = max(ckpts, key=lambda p: p.stat().st_mtime)  # save_top_k=1: the best
     else:
         fit_s, best = source["fit_s"], Path(source["predictions"]).parent / "checkpoints" / source["best"]
     t0 = time.perf_counter()
