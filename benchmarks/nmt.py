@@ -14,8 +14,8 @@ BLEU and chrF are against the raw reference sentences, overall and per source do
 runs are appended to ``--out`` with suffix ``.jsonl`` and skipped by a rerun (same pair, model,
 seed, epochs, model settings: a row whose recorded settings differ from the recipe's today is
 run again), so an interrupted benchmark resumes; a variant whose training settings equal a
-cached row's (they differ only in decoding, e.g. the length penalty) is tested on that row's
-checkpoint instead of trained again (its row names the run it was ``trained_in``). Writes ``--out`` (default
+cached row's in any ``nmt_*.jsonl`` beside ``--out`` (they differ only in decoding, e.g. the
+length penalty) is tested on that row's checkpoint instead of trained again (its row names the run it was ``trained_in``). Writes ``--out`` (default
 benchmarks/results/nmt.json: runs + side-by-side examples). ``--models`` adds one-factor
 KVMemAtt ablations (see ``VARIANTS``).
 """
@@ -181,11 +181,12 @@ def main() -> None:
         Path(args.out).write_text(json.dumps({"rows": rows}, ensure_ascii=False, indent=1))
         return
     cache = Path(args.out).with_suffix(".jsonl")
-    done, cached = {}, []
+    done = {}
+    # every finished run of this results folder, for trained_before (a checkpoint any benchmark output trained)
+    cached = [json.loads(line) for f in sorted(cache.parent.glob("nmt_*.jsonl")) for line in f.read_text().splitlines()]
     if cache.is_file():
         for line in cache.read_text().splitlines():
             r = json.loads(line)
-            cached.append(r)
             if r["model"] in VARIANTS and r.get("model_args") == model_args(r["pair"], r["model"]):  # else outdated: rerun
                 done[(r["pair"], r["model"], r["seed"], r.get("epochs"))] = r
     rows = [done[t] for t in todo if t in done]
