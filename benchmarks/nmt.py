@@ -94,6 +94,19 @@ def trained_before(pair: str, model: str, seed: int, epochs: int | None, rows: l
     return None
 
 
+def with_decoding(trained: Path, folder: Path, args: dict) -> Path:
+    """A copy of checkpoint ``trained`` in ``folder`` whose hyperparameters carry the decoding
+    settings of ``args``: LightningCLI builds the model from a checkpoint's hyperparameters, which
+    override ``--config`` and the command line, so they cannot be changed at ``test`` time."""
+    import torch
+
+    ckpt = torch.load(trained, map_location="cpu", weights_only=False)
+    ckpt["hyper_parameters"].update({k: v for k, v in args.items() if k in DECODING})
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, folder / f"reused-{trained.name}")
+    return folder / f"reused-{trained.name}"
+
+
 def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | None = None) -> dict:
     """Train (unless ``source``, a row of :func:`trained_before`, has the model), test and
     predict one variant; the row records where its model was trained."""
@@ -119,7 +132,8 @@ def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | Non
             raise RuntimeError(f"{out}: fit ended without a checkpoint (see {out / 'fit.log'})")
         best = max(ckpts, key=lambda p: p.stat().st_mtime)  # save_top_k=1: the best
     else:
-        fit_s, best = source["fit_s"], Path(source["predictions"]).parent / "checkpoints" / source["best"]
+        fit_s = source["fit_s"]
+        best = with_decoding(Path(source["predictions"]).parent / "checkpoints" / source["best"], out / "checkpoints", model_args(pair, model))
     t0 = time.perf_counter()
     with open(out / "test.log", "w") as log:
         res = subprocess.run([*base, "test", *common, "--ckpt_path", str(best)], env=env, capture_output=True, text=True)
@@ -132,7 +146,7 @@ def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | Non
     # printed test table wraps long per-domain names, so it is not parsed
     metrics = {k: v for k, v in rescore(pair, model, seed, epochs, _data_module(pair)).items() if k not in ("pair", "model", "seed", "predictions")}
     return {"pair": pair, "model": model, "model_args": model_args(pair, model), "seed": seed, "epochs": epochs, "fit_s": fit_s, "test_s": test_s, "best": best.name,
-            **metrics, "predictions": str(out / "predictions.txt"), "trained_in": str(best.parent.parent)}
+            **metrics, "predictions": str(out / "predictions.txt"), "trained_in": source.get("trained_in", str(Path(source["predictions"]).parent)) if source else str(out)}
 
 
 def rescore(pair: str, model: str, seed: int, epochs: int | None, dm) -> dict:

@@ -17,23 +17,56 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 import lightning_des  # noqa: F401  (registers the "des" strategy)
 
 
-class DESLightningCLI(LightningCLI):
+def _leaves(x: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(x, dict):
+        return {k: v for key, val in x.items() for k, v in _leaves(val, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: x}
+
+
+class _NamesCheckpointOverrides(LightningCLI):
+    """With ``--ckpt_path``, LightningCLI builds the model from the checkpoint's hyperparameters,
+    which replace what ``--config`` and the command line say; each replaced model setting is
+    named on stderr instead of being dropped silently (to decode with other settings, change the
+    checkpoint's ``hyper_parameters`` or use ``benchmarks/nmt_decode.py``)."""
+
+    linked: tuple[str, ...] = ()  # model arguments linked from the data module (not named)
+
+    def _parse_ckpt_path(self) -> None:
+        sub = self.config.get("subcommand")
+        model = self.config[sub].get("model") if sub else None
+        before = _leaves(model.as_dict() if hasattr(model, "as_dict") else {})
+        super()._parse_ckpt_path()
+        model = self.config[sub].get("model") if sub else None
+        after = _leaves(model.as_dict() if hasattr(model, "as_dict") else {})
+        linked = {f"init_args.{k}" for k in self.linked}  # filled from the data module, not by the user
+        replaced = {k: (before[k], after[k]) for k in (before.keys() & after.keys()) - linked if before[k] != after[k]}
+        for k, (was, now) in sorted(replaced.items()):
+            sys.stderr.write(f"--ckpt_path: the checkpoint's model.{k}={now!r} replaces {was!r} from the config/command line\n")
+
+
+class DESLightningCLI(_NamesCheckpointOverrides):
     """LightningCLI with the CTR schema linked from ``data`` into ``model``."""
+
+    linked = ("schema",)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.schema", "model.init_args.schema", apply_on="instantiate")
 
 
-class PoetryLightningCLI(LightningCLI):
+class PoetryLightningCLI(_NamesCheckpointOverrides):
     """LightningCLI for the poetry models: the data module's character vocabulary size is
     linked into the model."""
+
+    linked = ("vocab_size",)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
 
 
-class NMTLightningCLI(LightningCLI):
+class NMTLightningCLI(_NamesCheckpointOverrides):
     """LightningCLI for translation: both subword vocabulary sizes are linked into the model."""
+
+    linked = ("src_vocab_size", "tgt_vocab_size")
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.src_vocab_size", "model.init_args.src_vocab_size", apply_on="instantiate")

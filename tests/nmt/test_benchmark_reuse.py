@@ -27,3 +27,17 @@ def test_a_variant_differing_only_in_decoding_reuses_the_trained_checkpoint(tmp_
     assert nmt.trained_before("de_en", "x_lp", 0, 2, [{k: v for k, v in row.items() if k != "model_args"}]) is None  # settings unknown
     (tmp_path / "checkpoints" / "epoch=1-step=9.ckpt").unlink()
     assert nmt.trained_before("de_en", "x_lp", 0, 2, [row]) is None  # checkpoint gone
+
+
+def test_the_reused_checkpoint_carries_the_variants_decoding_settings(tmp_path):
+    """LightningCLI takes a checkpoint's hyperparameters over --config and the command line, so
+    a reused model is tested from a copy whose decoding settings are the variant's."""
+    import torch
+
+    trained = tmp_path / "epoch=1-step=9.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "hyper_parameters": {"length_penalty": 1.0, "dropout": 0.2, "beam": 5}}, trained)
+    args = {"length_penalty": 0.5, "beam": 3, "dropout": 0.45, "length_norm": "gnmt"}
+    out = nmt.with_decoding(trained, tmp_path / "run" / "checkpoints", args)
+    ckpt = torch.load(out, weights_only=False)
+    assert ckpt["hyper_parameters"] == {"length_penalty": 0.5, "dropout": 0.2, "beam": 3, "length_norm": "gnmt"}  # training ones untouched
+    assert torch.equal(ckpt["state_dict"]["w"], torch.ones(2)) and torch.load(trained, weights_only=False)["hyper_parameters"]["length_penalty"] == 1.0

@@ -186,8 +186,13 @@ def test_nmt_cli_fit_test_predict(tmp_path, capsys):
     for r in recipes:
         assert main(["fit", "--config", str(r), *common, "--trainer.max_epochs", "1"]) == 0
     ckpt = next(tmp_path.rglob("last.ckpt"))
-    assert main(["test", "--config", str(recipes[0]), *common, "--ckpt_path", str(ckpt)]) == 0
-    assert "test_bleu" in capsys.readouterr().out
+    capsys.readouterr()
+    assert main(["test", "--config", str(recipes[0]), *common, "--ckpt_path", str(ckpt), "--model.init_args.beam", "2"]) == 0
+    out = capsys.readouterr()
+    assert "test_bleu" in out.out
+    # the checkpoint's hyperparameters (beam 5) win over the command line, as LightningCLI does;
+    # each replaced setting is named, the linked vocabulary sizes are not
+    assert "model.init_args.beam=5 replaces 2" in out.err and "vocab_size" not in out.err
     assert main(["predict", "--config", str(recipes[0]), *common, "--ckpt_path", str(ckpt)]) == 0
     assert len((tmp_path / "pred.txt").read_text().splitlines()) == 5  # the 10% test split, in input order
 
