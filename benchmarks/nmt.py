@@ -83,13 +83,18 @@ def training_args(args: dict) -> dict:
     return {k: v for k, v in args.items() if k not in DECODING}
 
 
+def best_checkpoint(row: dict) -> Path:
+    """The best checkpoint a finished row was tested with (in its run folder)."""
+    return Path(row["predictions"]).parent / "checkpoints" / row["best"]
+
+
 def trained_before(pair: str, model: str, seed: int, epochs: int | None, rows: list[dict]) -> dict | None:
     """A finished row trained with exactly this variant's training settings (same pair, seed,
     epochs) whose best checkpoint is still there: its model is tested again, not retrained."""
     want = training_args(model_args(pair, model))
     for r in rows:
         if (r["pair"], r["seed"], r.get("epochs")) == (pair, seed, epochs) and "model_args" in r and training_args(r["model_args"]) == want:
-            if (Path(r["predictions"]).parent / "checkpoints" / r["best"]).is_file():
+            if best_checkpoint(r).is_file():
                 return r
     return None
 
@@ -133,7 +138,7 @@ def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | Non
         best = max(ckpts, key=lambda p: p.stat().st_mtime)  # save_top_k=1: the best
     else:
         fit_s = source["fit_s"]
-        best = with_decoding(Path(source["predictions"]).parent / "checkpoints" / source["best"], out / "checkpoints", model_args(pair, model))
+        best = with_decoding(best_checkpoint(source), out / "checkpoints", model_args(pair, model))
     t0 = time.perf_counter()
     with open(out / "test.log", "w") as log:
         res = subprocess.run([*base, "test", *common, "--ckpt_path", str(best)], env=env, capture_output=True, text=True)
@@ -195,14 +200,12 @@ def main() -> None:
         Path(args.out).write_text(json.dumps({"rows": rows}, ensure_ascii=False, indent=1))
         return
     cache = Path(args.out).with_suffix(".jsonl")
-    done = {}
     # every finished run of this results folder, for trained_before (a checkpoint any benchmark output trained)
-    cached = [json.loads(line) for f in sorted(cache.parent.glob("nmt_*.jsonl")) for line in f.read_text().splitlines()]
-    if cache.is_file():
-        for line in cache.read_text().splitlines():
-            r = json.loads(line)
-            if r["model"] in VARIANTS and r.get("model_args") == model_args(r["pair"], r["model"]):  # else outdated: rerun
-                done[(r["pair"], r["model"], r["seed"], r.get("epochs"))] = r
+    files = sorted({*cache.parent.glob("nmt_*.jsonl"), *([cache] if cache.is_file() else [])})  # --out may have any name
+    by_file = {f: [json.loads(line) for line in f.read_text().splitlines()] for f in files}
+    cached = [r for rs in by_file.values() for r in rs]
+    done = {(r["pair"], r["model"], r["seed"], r.get("epochs")): r for r in by_file.get(cache, [])
+            if r["model"] in VARIANTS and r.get("model_args") == model_args(r["pair"], r["model"])}  # else outdated: rerun
     rows = [done[t] for t in todo if t in done]
     with cf.ThreadPoolExecutor(args.jobs) as pool, cache.open("a") as f:
         for r in pool.map(lambda t: run(*t, trained_before(*t, cached)), [t for t in todo if t not in done]):

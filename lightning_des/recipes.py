@@ -23,54 +23,53 @@ def _leaves(x: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: x}
 
 
-class _NamesCheckpointOverrides(LightningCLI):
-    """With ``--ckpt_path``, LightningCLI builds the model from the checkpoint's hyperparameters,
-    which replace what ``--config`` and the command line say; each replaced model setting is
-    named on stderr instead of being dropped silently (to decode with other settings, change the
-    checkpoint's ``hyper_parameters`` or use ``benchmarks/nmt_decode.py``)."""
+class _LinkedCLI(LightningCLI):
+    """LightningCLI with ``links`` (data module attribute, model argument) linked at
+    instantiation. With ``--ckpt_path``, LightningCLI builds the model from the checkpoint's
+    hyperparameters, which replace what ``--config`` and the command line say; each replaced
+    model setting (linked ones aside) is named on stderr instead of being dropped silently (to
+    decode with other settings, change the checkpoint's ``hyper_parameters`` or use
+    ``benchmarks/nmt_decode.py``)."""
 
-    linked: tuple[str, ...] = ()  # model arguments linked from the data module (not named)
+    links: tuple[tuple[str, str], ...] = ()
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for source, target in self.links:
+            parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
 
     def _parse_ckpt_path(self) -> None:
         sub = self.config.get("subcommand")
-        model = self.config[sub].get("model") if sub else None
-        before = _leaves(model.as_dict() if hasattr(model, "as_dict") else {})
+
+        def model_settings() -> dict[str, Any]:
+            model = self.config[sub].get("model") if sub else None
+            return _leaves(model.as_dict() if hasattr(model, "as_dict") else {})
+
+        before = model_settings()
         super()._parse_ckpt_path()
-        model = self.config[sub].get("model") if sub else None
-        after = _leaves(model.as_dict() if hasattr(model, "as_dict") else {})
-        linked = {f"init_args.{k}" for k in self.linked}  # filled from the data module, not by the user
+        after = model_settings()
+        linked = {f"init_args.{target}" for _, target in self.links}  # filled from the data module, not by the user
         replaced = {k: (before[k], after[k]) for k in (before.keys() & after.keys()) - linked if before[k] != after[k]}
         for k, (was, now) in sorted(replaced.items()):
             sys.stderr.write(f"--ckpt_path: the checkpoint's model.{k}={now!r} replaces {was!r} from the config/command line\n")
 
 
-class DESLightningCLI(_NamesCheckpointOverrides):
+class DESLightningCLI(_LinkedCLI):
     """LightningCLI with the CTR schema linked from ``data`` into ``model``."""
 
-    linked = ("schema",)
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.schema", "model.init_args.schema", apply_on="instantiate")
+    links = (("schema", "schema"),)
 
 
-class PoetryLightningCLI(_NamesCheckpointOverrides):
+class PoetryLightningCLI(_LinkedCLI):
     """LightningCLI for the poetry models: the data module's character vocabulary size is
     linked into the model."""
 
-    linked = ("vocab_size",)
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+    links = (("vocab_size", "vocab_size"),)
 
 
-class NMTLightningCLI(_NamesCheckpointOverrides):
+class NMTLightningCLI(_LinkedCLI):
     """LightningCLI for translation: both subword vocabulary sizes are linked into the model."""
 
-    linked = ("src_vocab_size", "tgt_vocab_size")
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.src_vocab_size", "model.init_args.src_vocab_size", apply_on="instantiate")
-        parser.link_arguments("data.tgt_vocab_size", "model.init_args.tgt_vocab_size", apply_on="instantiate")
+    links = (("src_vocab_size", "src_vocab_size"), ("tgt_vocab_size", "tgt_vocab_size"))
 
 
 def _model_class_path(args: Sequence[str]) -> str:
