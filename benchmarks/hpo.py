@@ -43,6 +43,7 @@ OURS = {
     "bohb": dict(mode="bohb"),
     "flexhb": dict(mode="flexhb"),
     "flexhb-no-glosh": dict(mode="flexhb", global_sh=False),
+    "flexhb-glosh-filter": dict(mode="flexhb", resume_paused=False),  # GloSH without resuming past brackets' trials
     "flexhb-no-flexband": dict(mode="flexhb", flexband=False),
     "flexhb-coarse": dict(mode="flexhb", fine_grained=False),
     "flexhb-single-model": dict(mode="flexhb", surrogate="single"),

@@ -127,7 +127,10 @@ class FlexHB:
             None (default): one group per rung level holding each trial's last measurement
             inside the level.
         global_sh: promote by rank among all trials that reached the rung, past brackets
-            included (paused trials from earlier brackets can be resumed).
+            included.
+        resume_paused: with ``global_sh``, promotion slots this bracket's own members leave
+            free resume paused trials of past brackets from the global top (else a bracket only
+            filters its own members by their global rank).
         flexband: pick each bracket from the measured rank correlation between fidelities.
         resume: continue trials from their last budget (else a promotion retrains from 0).
         random_fraction: share of new configurations drawn at random even with a model.
@@ -150,6 +153,7 @@ class FlexHB:
         fine_grained: bool | None = None,
         group_step: float | None = None,
         global_sh: bool | None = None,
+        resume_paused: bool = True,
         flexband: bool | None = None,
         resume: bool = True,
         random_fraction: float = 0.2,
@@ -173,6 +177,7 @@ class FlexHB:
         self.surrogate = surrogate if surrogate is not None else preset["surrogate"]
         self.fine_grained = preset["fine_grained"] if fine_grained is None else fine_grained
         self.global_sh = preset["global_sh"] if global_sh is None else global_sh
+        self.resume_paused = resume_paused
         self.flexband = preset["flexband"] if flexband is None else flexband
         if self.surrogate not in ("none", "single", "ensemble"):
             raise ValueError(f"surrogate must be 'none', 'single' or 'ensemble', got {self.surrogate!r}")
@@ -365,7 +370,8 @@ class FlexHB:
         queued = {i for other in self.brackets for i in other.queue}
         free = [t for t in top if not t.pending and t.budget < next_budget and t.id not in queued]
         mine = set(b.members[b.rung - 1])
-        return ([t.id for t in free if t.id in mine] + [t.id for t in free if t.id not in mine])[:n_next]
+        paused = [t.id for t in free if t.id not in mine] if self.resume_paused else []
+        return ([t.id for t in free if t.id in mine] + paused)[:n_next]
 
     # -- sampling ----------------------------------------------------------------------------
     def group_budgets(self) -> list[float]:

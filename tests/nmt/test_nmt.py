@@ -216,6 +216,8 @@ def test_xavier_init_follows_joeynmt_rules():
     assert abs(float(d.src_emb.weight[1:].std()) - 1.0) < 0.05  # PyTorch's N(0, 1)
     with pytest.raises(ValueError, match="init must be"):
         Seq2Seq(300, 400, init="he")
+    kv = Seq2Seq(300, 400, embedding_dim=16, hidden=24, attention="kvmem", forget_bias=-3.0, init="xavier")
+    assert float(kv.att.forget.bias.min()) == float(kv.att.forget.bias.max()) == -3.0  # kept, not zeroed with the other biases
 
 
 def test_input_feeding_decoder_matches_joeynmt_equations():

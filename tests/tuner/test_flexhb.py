@@ -221,3 +221,19 @@ def test_fine_grained_groups_hold_the_losses_measured_at_each_group_budget():
     assert by_level[3.0][1].tolist() == [3.0, 4.2] and by_level[1.0][1].tolist() == [4.0, 5.5]
     with pytest.raises(ValueError, match="group_step=1.5 is not a positive multiple of grain=1"):
         FlexHB(BRANIN_SPACE, 1, 27, group_step=1.5)
+
+
+def test_global_sh_without_resuming_paused_trials_only_filters_a_brackets_own_members():
+    t = FlexHB(BRANIN_SPACE, 1, 27, eta=3, mode="hyperband", global_sh=True, resume_paused=False, seed=0)
+    brackets_of, jobs = {}, []
+    for _ in range(200):
+        job = t.ask()
+        brackets_of.setdefault(job.trial_id, set()).add(job.bracket)
+        jobs.append(job)
+        t.tell(job, _loss_is_x1(job))
+    assert all(len(b) == 1 for b in brackets_of.values())  # no trial continued in a later bracket
+    # a promoted trial was in the global top 1/eta of the trials measured at the budget below when it was promoted
+    for i, job in enumerate(jobs):
+        if job.start > 0:
+            pool = sorted(t.trials[j.trial_id].config["x1"] for j in jobs[:i] if j.target == job.start)
+            assert t.trials[job.trial_id].config["x1"] <= pool[math.ceil(len(pool) / 3) - 1]

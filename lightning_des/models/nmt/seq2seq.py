@@ -130,6 +130,8 @@ class Seq2Seq(pl.LightningModule):
             for emb in (self.src_emb, self.tgt_emb):
                 nn.init.normal_(emb.weight, 0.0, 0.1)
                 emb.weight[PAD].zero_()
+        if isinstance(self.att, KVMemoryAttention):  # an explicit setting, not a default bias
+            nn.init.constant_(self.att.forget.bias, self.hparams.forget_bias)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Checkpoints written before the encoder became :class:`BiGRUEncoder` name its GRU
