@@ -48,6 +48,7 @@ VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
             "kvmem_noeos": ("kvmem", ["--model.eos_weight", "0"]),  # KVMemAtt without the EOS term
             "kvmem_r1": ("kvmem", ["--model.rounds", "1"]),  # one address/read/update round per step
             "kvmem_fb3": ("kvmem", ["--model.forget_bias", "-3"]),  # forget gate starts near 0.05 (little erasing)
+            "kvmem_gru": ("kvmem", ["--model.kv_refine", "gru"]),  # the query refined by a GRU cell between rounds
             "bahdanau_eos": ("bahdanau", ["--model.eos_weight", "1"]),  # the baseline with the EOS term
             # one factor at a time from the first recipe towards JoeyNMT's GRU recipe (the peer-gap study)
             "bahdanau_v1": ("bahdanau", V1),
