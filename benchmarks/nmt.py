@@ -113,25 +113,33 @@ def with_decoding(trained: Path, folder: Path, args: dict) -> Path:
     return folder / f"reused-{trained.name}"
 
 
+CLI = [sys.executable, "-m", "lightning_des.cli"]
+CLI_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}  # one CPU thread per run
+
+
+def cli_args(pair: str, model: str, seed: int, out: Path) -> list[str]:
+    """The ``lightning-des`` arguments of one variant's run in folder ``out``: its recipe and
+    overrides, the seed, and where the run writes (no progress bar)."""
+    recipe, extra = VARIANTS[model]
+    return ["--config", str(ROOT / "recipes" / f"nmt_{recipe}_{pair}.yaml"), *extra, "--seed_everything", str(seed),
+            "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false",
+            "--trainer.callbacks.output_file", str(out / "predictions.txt")]
+
+
 def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | None = None) -> dict:
     """Train (unless ``source``, a row of :func:`trained_before`, has the model), test and
     predict one variant; the row records where its model was trained."""
-    recipe, extra = VARIANTS[model]
     out = run_dir(pair, model, seed, epochs)
     if source is None:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # an interrupted or outdated run's: fit starts afresh
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    base = [sys.executable, "-m", "lightning_des.cli"]
-    common = ["--config", str(ROOT / "recipes" / f"nmt_{recipe}_{pair}.yaml"), *extra, "--seed_everything", str(seed),
-              "--trainer.default_root_dir", str(out), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-              "--trainer.callbacks.output_file", str(out / "predictions.txt")]
+    common = [*cli_args(pair, model, seed, out), "--trainer.logger", "false"]
     if epochs:
         common += ["--trainer.max_epochs", str(epochs)]
     if source is None:
         t0 = time.perf_counter()
         with open(out / "fit.log", "w") as log:
-            subprocess.run([*base, "fit", *common], env=env, stdout=subprocess.DEVNULL, stderr=log, check=True)
+            subprocess.run([*CLI, "fit", *common], env=CLI_ENV, stdout=subprocess.DEVNULL, stderr=log, check=True)
         fit_s = time.perf_counter() - t0
         ckpts = list((out / "checkpoints").glob("epoch=*.ckpt"))
         if not ckpts:  # e.g. fit stopped by a signal, which Lightning turns into a clean exit
@@ -142,12 +150,12 @@ def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | Non
         best = with_decoding(best_checkpoint(source), out / "checkpoints", model_args(pair, model))
     t0 = time.perf_counter()
     with open(out / "test.log", "w") as log:
-        res = subprocess.run([*base, "test", *common, "--ckpt_path", str(best)], env=env, capture_output=True, text=True)
+        res = subprocess.run([*CLI, "test", *common, "--ckpt_path", str(best)], env=CLI_ENV, capture_output=True, text=True)
         log.write(res.stderr)
     res.check_returncode()
     test_s = time.perf_counter() - t0
     with open(out / "predict.log", "w") as log:
-        subprocess.run([*base, "predict", *common, "--ckpt_path", str(best)], env=env, stdout=subprocess.DEVNULL, stderr=log, check=True)
+        subprocess.run([*CLI, "predict", *common, "--ckpt_path", str(best)], env=CLI_ENV, stdout=subprocess.DEVNULL, stderr=log, check=True)
     # metrics from the predictions (predict decodes the test split exactly as test does): the
     # printed test table wraps long per-domain names, so it is not parsed
     metrics = {k: v for k, v in rescore(pair, model, seed, epochs, _data_module(pair)).items() if k not in ("pair", "model", "seed", "predictions")}

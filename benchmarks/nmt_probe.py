@@ -4,10 +4,11 @@
 
 Trains each variant of ``benchmarks/nmt.py``'s ``VARIANTS`` (recipe + overrides, seed 0, one
 CPU thread) for ``--steps`` optimiser steps, measuring the validation loss (full validation
-split) every ``--every`` steps, and times the training steps. A probe is not a result: it ranks
+split) every ``--every`` steps, and times the whole ``fit`` process (start-up and validation
+included: a rough cost, not a training speed). A probe is not a result: it ranks
 one-factor changes cheaply before full runs are spent on them (early and final rankings may
 differ). Runs are cached in ``--out`` (JSONL; same pair, model, settings, steps and seed are
-skipped). Prints a table (validation loss per step, training tokens/s relative to ``bahdanau``).
+skipped). Prints a table (validation loss per step, wall time, and wall time relative to ``bahdanau``).
 """
 
 from __future__ import annotations
@@ -15,36 +16,31 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nmt import ROOT, VARIANTS, model_args  # noqa: E402
+from nmt import CLI, CLI_ENV, ROOT, VARIANTS, cli_args, model_args  # noqa: E402
 
 RUNS = ROOT / "lightning_logs" / "nmt_probe"
 
 
 def probe(pair: str, model: str, steps: int, every: int, seed: int) -> dict:
-    recipe, extra = VARIANTS[model]
     out = RUNS / f"{model}_{pair}_s{seed}_n{steps}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "lightning_des.cli", "fit", "--config", str(ROOT / "recipes" / f"nmt_{recipe}_{pair}.yaml"), *extra,
-           "--seed_everything", str(seed), "--trainer.default_root_dir", str(out), "--trainer.max_steps", str(steps),
-           "--trainer.max_epochs", "-1", "--trainer.val_check_interval", str(every), "--trainer.num_sanity_val_steps", "0",
-           "--trainer.enable_progress_bar", "false", "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-           "--trainer.logger.save_dir", str(out), "--trainer.logger.version", "0",
-           "--trainer.callbacks.output_file", str(out / "predictions.txt")]
+    cmd = [*CLI, "fit", *cli_args(pair, model, seed, out), "--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1",
+           "--trainer.val_check_interval", str(every), "--trainer.num_sanity_val_steps", "0",
+           "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(out), "--trainer.logger.version", "0"]
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(out / "fit.log", "w") as log:
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, check=True)
+        subprocess.run(cmd, env=CLI_ENV, stdout=subprocess.DEVNULL, stderr=log, check=True)
     wall = time.perf_counter() - t0
-    rows = list(csv.DictReader(open(out / "lightning_logs" / "version_0" / "metrics.csv")))
-    val = {int(r["step"]) + 1: float(r["val_loss"]) for r in rows if r.get("val_loss")}
-    if max(val, default=0) < steps:
+    with open(out / "lightning_logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    val = {str(int(r["step"]) + 1): float(r["val_loss"]) for r in rows if r.get("val_loss")}  # str keys, as JSON stores them
+    if max(map(int, val), default=0) < steps:
         raise RuntimeError(f"{out}: no validation loss at step {steps} (see {out / 'fit.log'})")
     return {"pair": pair, "model": model, "model_args": model_args(pair, model), "steps": steps, "seed": seed, "val_loss": val, "wall_s": wall}
 
@@ -73,11 +69,11 @@ def main() -> None:
         rows.append(done[key])
     points = sorted({int(s) for r in rows for s in r["val_loss"]})
     ref = next((r["wall_s"] for r in rows if r["model"] == "bahdanau"), None)
-    print(f"| variant ({args.pair}, seed {args.seed}) | " + " | ".join(f"val loss @{p}" for p in points) + " | wall s | speed vs bahdanau |")
+    print(f"| variant ({args.pair}, seed {args.seed}) | " + " | ".join(f"val loss @{p}" for p in points) + " | wall s | wall vs bahdanau |")
     print("|---" * (len(points) + 3) + "|")
     for r in rows:
-        vals = " | ".join(f"{r['val_loss'].get(str(p), r['val_loss'].get(p, float('nan'))):.3f}" for p in points)
-        speed = f"{ref / r['wall_s']:.2f}x" if ref else "-"
+        vals = " | ".join(f"{r['val_loss'].get(str(p), float('nan')):.3f}" for p in points)
+        speed = f"{r['wall_s'] / ref:.2f}x" if ref else "-"
         print(f"| {r['model']} | {vals} | {r['wall_s']:.0f} | {speed} |")
 
 
