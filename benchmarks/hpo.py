@@ -43,7 +43,7 @@ OURS = {
     "bohb": dict(mode="bohb"),
     "flexhb": dict(mode="flexhb"),
     "flexhb-no-glosh": dict(mode="flexhb", global_sh=False),
-    "flexhb-glosh-filter": dict(mode="flexhb", resume_paused=False),  # GloSH without resuming past brackets' trials
+    "flexhb-glosh-resume": dict(mode="flexhb", resume_paused=True),  # GloSH also resuming past brackets' trials
     "flexhb-no-flexband": dict(mode="flexhb", flexband=False),
     "flexhb-coarse": dict(mode="flexhb", fine_grained=False),
     "flexhb-single-model": dict(mode="flexhb", surrogate="single"),
@@ -88,7 +88,7 @@ def run_one(problem: str, method: str, seed: int, budget: float) -> dict:
     extra = {}
     if method in OURS:
         t = run_ours(p, method, seed, meter)
-        n, extra = len(t.trials), {"levels": t.levels}  # the rung levels: a later tuner may round them differently
+        n, extra = len(t.trials), {"levels": t.levels, "switches": t.switches}  # a later tuner may round or default differently
     else:
         from hpo_peers import PEERS
 
@@ -268,9 +268,9 @@ def _run(args: tuple) -> dict:
 
 
 @functools.cache
-def _levels_now(problem: str, method: str) -> list[float]:
+def _tuner_now(problem: str, method: str) -> FlexHB:
     p = make_problem(problem)
-    return FlexHB(p.space, p.min_budget, p.max_budget, eta=3, **OURS[method]).levels
+    return FlexHB(p.space, p.min_budget, p.max_budget, eta=3, **OURS[method])
 
 
 @functools.cache
@@ -284,12 +284,15 @@ def _table_configs(problem: str) -> int | None:
 
 
 def _stale(row: dict) -> bool:
-    """A cached run of ours whose rung levels differ from what the tuner uses now (rows from
-    before the levels were recorded carry none and are taken as they are), or any run on a
-    table that has grown since (its nearest neighbours and optimum changed)."""
+    """A cached run of ours whose rung levels or resolved switches differ from what the tuner
+    uses now (a run without a record of them is stale), or any run on a table that has grown
+    since (its nearest neighbours and optimum changed)."""
     if row.get("table_configs") != _table_configs(row["problem"]):
         return True
-    return row["method"] in OURS and "levels" in row and row["levels"] != _levels_now(row["problem"], row["method"])
+    if row["method"] not in OURS:
+        return False
+    now = _tuner_now(row["problem"], row["method"])
+    return row.get("levels") != now.levels or row.get("switches") != now.switches
 
 
 def main() -> None:

@@ -368,6 +368,7 @@ class FlexHBTuner:
             "space": json.loads(json.dumps(space)), "metric": metric, "direction": direction, "fidelity": fidelity,
             "min_budget": float(min_budget), "max_budget": float(max_budget), "eta": eta, "grain": self.tuner.grain,
             "method": method, "seed": seed, "tuner_kwargs": json.loads(json.dumps(tuner_kwargs or {})),
+            "switches": self.tuner.switches,  # resolved defaults: a newer version with other defaults is refused
         }
         self._open_study(resume, overwrite)
 
@@ -387,7 +388,11 @@ class FlexHBTuner:
             old = json.loads(settings.read_text()) if settings.is_file() else None
             if old is None:
                 raise ValueError(f"{self.out} holds a study without settings.json (another version?): overwrite=True starts over")
-            diff = [f"{k}: {old.get(k)!r} there, {v!r} now" for k, v in self.settings.items() if old.get(k) != v]
+            diff = [f"{k}: {old.get(k)!r} there, {v!r} now" for k, v in self.settings.items() if k != "switches" and old.get(k) != v]
+            if not diff:  # same arguments resolved differently: another version's defaults
+                was = old.get("switches") or {}
+                diff = [f"switches.{k}: {was.get(k)!r} there, {v!r} now (this version's defaults)"
+                        for k, v in self.settings["switches"].items() if was.get(k) != v]
             if diff:
                 raise ValueError(f"the study in {self.out} was run with other settings ({'; '.join(diff)}): "
                                  "use another output_dir, or overwrite=True to start over")

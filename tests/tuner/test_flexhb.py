@@ -69,8 +69,8 @@ def test_local_successive_halving_promotes_the_best_of_its_bracket():
     assert t.budget_used == pytest.approx(sum(j.cost for j in jobs))
 
 
-def test_global_sh_resumes_trials_of_past_brackets():
-    t = FlexHB(BRANIN_SPACE, 1, 27, eta=3, mode="hyperband", global_sh=True, seed=0)
+def test_global_sh_with_resume_paused_resumes_trials_of_past_brackets():
+    t = FlexHB(BRANIN_SPACE, 1, 27, eta=3, mode="hyperband", global_sh=True, resume_paused=True, seed=0)
     brackets_of = {}
     for _ in range(200):
         job = t.ask()
@@ -223,8 +223,8 @@ def test_fine_grained_groups_hold_the_losses_measured_at_each_group_budget():
         FlexHB(BRANIN_SPACE, 1, 27, group_step=1.5)
 
 
-def test_global_sh_without_resuming_paused_trials_only_filters_a_brackets_own_members():
-    t = FlexHB(BRANIN_SPACE, 1, 27, eta=3, mode="hyperband", global_sh=True, resume_paused=False, seed=0)
+def test_global_sh_by_default_only_filters_a_brackets_own_members():
+    t = FlexHB(BRANIN_SPACE, 1, 27, eta=3, mode="hyperband", global_sh=True, seed=0)  # resume_paused=False
     brackets_of, jobs = {}, []
     for _ in range(200):
         job = t.ask()

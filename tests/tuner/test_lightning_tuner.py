@@ -133,6 +133,13 @@ def test_an_existing_study_continues_only_with_its_settings(recipe, tmp_path):
         FlexHBTuner(str(recipe), SPACE, method="flexhb", **kw)
     with pytest.raises(ValueError, match="max_budget: 3.0 there, 9.0 now"):
         FlexHBTuner(str(recipe), SPACE, method="hyperband", **{**kw, "max_budget": 9})
+    saved = json.loads((tmp_path / "study" / "settings.json").read_text())
+    saved["switches"]["resume_paused"] = True  # a version whose defaults differed resolved them so
+    (tmp_path / "study" / "settings.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="switches.resume_paused: True there, False now"):
+        FlexHBTuner(str(recipe), SPACE, method="hyperband", **kw)
+    saved["switches"]["resume_paused"] = False
+    (tmp_path / "study" / "settings.json").write_text(json.dumps(saved))
     recipe.write_text(recipe.read_text() + "\n# edited\n")
     with pytest.raises(ValueError, match="recipe_sha256"):
         FlexHBTuner(str(recipe), SPACE, method="hyperband", **kw)

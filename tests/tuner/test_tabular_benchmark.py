@@ -17,6 +17,7 @@ import hpo_problems  # noqa: E402
 import hpo_tables  # noqa: E402
 from hpo_problems import Meter  # noqa: E402
 
+from lightning_des.tuner.flexhb import FlexHB  # noqa: E402
 from lightning_des.tuner.space import SearchSpace  # noqa: E402
 
 
@@ -112,28 +113,41 @@ def test_across_problems_ranks_and_win_shares_by_hand():
     assert hpo.across_problems(rows, ["flexhb", "z"]).startswith("(no problem")
 
 
-def test_cached_runs_with_other_rung_levels_are_stale():
-    """A cached run of ours counts only if the rung levels it recorded are the tuner's now
-    (Branin 1..27: 1, 3, 9, 27); peers' rows and rows without levels are kept."""
+def test_cached_runs_with_other_rung_levels_or_switches_are_stale():
+    """A cached run of ours counts only if the rung levels and resolved switches it recorded
+    are the tuner's now (Branin 1..27: 1, 3, 9, 27; FlexHB's default resume_paused=False);
+    rows of ours without that record are stale, peers' rows are kept."""
     import hpo
 
-    row = {"problem": "branin", "method": "flexhb", "seed": 0}
-    assert not hpo._stale({**row, "levels": [1.0, 3.0, 9.0, 27.0]})
+    from lightning_des.tuner.flexhb import PRESETS
+
+    switches = {"mode": "flexhb", "eta": 3, "grain": 1.0, **PRESETS["flexhb"], "group_step": None, "resume_paused": False,
+                "resume": True, "random_fraction": 0.2, "rho_threshold": 0.5, "n_candidates": 400}
+    row = {"problem": "branin", "method": "flexhb", "seed": 0, "levels": [1.0, 3.0, 9.0, 27.0], "switches": switches}
+    assert not hpo._stale(row)
     assert hpo._stale({**row, "levels": [1.0, 3.0, 9.1, 27.0]})
-    assert not hpo._stale(row) and not hpo._stale({**row, "method": "optuna", "levels": [2.0]})
+    assert hpo._stale({**row, "switches": {**switches, "resume_paused": True}})
+    assert not hpo._stale({**row, "method": "flexhb-glosh-resume", "switches": {**switches, "resume_paused": True}})
+    assert hpo._stale({k: v for k, v in row.items() if k != "switches"}) and hpo._stale({k: v for k, v in row.items() if k != "levels"})
+    assert not hpo._stale({"problem": "branin", "method": "optuna", "seed": 0, "levels": [2.0]})
 
 
-def test_cached_runs_on_a_table_that_has_grown_are_stale(small_table):
+def test_cached_runs_on_a_table_that_has_grown_are_stale(small_table, monkeypatch):
     """A run on a ``table:*`` problem counts only if the table still holds as many
     configurations as when it ran (neighbours and optimum change as a table grows); every
     method's row, peers' too, and rows that recorded no size are rerun."""
     import hpo
 
     hpo._table_configs.cache_clear()  # small_table points hpo_tables at a 3-configuration table
+    p = hpo_problems.tabular_problem("toy")
+    toy_tuner = FlexHB(p.space, p.min_budget, p.max_budget, eta=3, **hpo.OURS["random"])
+    monkeypatch.setattr(hpo, "_tuner_now", lambda problem, method: toy_tuner)
     try:
         assert hpo._table_configs("table:toy") == 3 and hpo._table_configs("branin") is None
         for method in ("random", "optuna"):
             row = {"problem": "table:toy", "method": method, "seed": 0}
+            if method == "random":  # ours: with the levels and switches of the tuner now
+                row.update(levels=toy_tuner.levels, switches=toy_tuner.switches)
             assert not hpo._stale({**row, "table_configs": 3})
             assert hpo._stale({**row, "table_configs": 2}) and hpo._stale(row)
     finally:
