@@ -131,7 +131,7 @@ class FlexHB:
         resume_paused: with ``global_sh``, promotion slots this bracket's own members leave
             free resume paused trials of past brackets from the global top. Default False: a
             bracket only filters its own members by their global rank (lower mean regret on 9 of
-            10 benchmark problems, 30 seeds; docs/flexhb.md). No effect without ``global_sh``.
+            10 benchmark problems, 30 seeds; docs/flexhb.md). True requires ``global_sh``.
         flexband: pick each bracket from the measured rank correlation between fidelities.
         resume: continue trials from their last budget (else a promotion retrains from 0).
         random_fraction: share of new configurations drawn at random even with a model.
@@ -178,6 +178,8 @@ class FlexHB:
         self.surrogate = surrogate if surrogate is not None else preset["surrogate"]
         self.fine_grained = preset["fine_grained"] if fine_grained is None else fine_grained
         self.global_sh = preset["global_sh"] if global_sh is None else global_sh
+        if resume_paused and not self.global_sh:
+            raise ValueError("resume_paused=True needs global_sh (only Global SH resumes past brackets' trials)")
         self.resume_paused = resume_paused
         self.flexband = preset["flexband"] if flexband is None else flexband
         if self.surrogate not in ("none", "single", "ensemble"):
