@@ -17,7 +17,7 @@ import hpo_problems  # noqa: E402
 import hpo_tables  # noqa: E402
 from hpo_problems import Meter  # noqa: E402
 
-from lightning_des.tuner.flexhb import FlexHB  # noqa: E402
+from lightning_des.tuner.flexhb import PRESETS, FlexHB  # noqa: E402
 from lightning_des.tuner.space import SearchSpace  # noqa: E402
 
 
@@ -118,8 +118,6 @@ def test_cached_runs_with_other_rung_levels_or_switches_are_stale():
     are the tuner's now (Branin 1..27: 1, 3, 9, 27; FlexHB's default resume_paused=False);
     rows of ours without that record are stale, peers' rows are kept."""
     import hpo
-
-    from lightning_des.tuner.flexhb import PRESETS
 
     switches = {"mode": "flexhb", "eta": 3, "grain": 1.0, **PRESETS["flexhb"], "group_step": None, "resume_paused": False,
                 "resume": True, "random_fraction": 0.2, "rho_threshold": 0.5, "n_candidates": 400}
