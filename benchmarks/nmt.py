@@ -148,19 +148,17 @@ def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | Non
     else:
         fit_s = source["fit_s"]
         best = with_decoding(best_checkpoint(source), out / "checkpoints", model_args(pair, model))
+    # decoding is timed on ``predict`` (beam search over the test split, exactly as ``test``
+    # decodes it; running ``test`` as well would decode everything twice)
     t0 = time.perf_counter()
-    with open(out / "test.log", "w") as log:
-        res = subprocess.run([*CLI, "test", *common, "--ckpt_path", str(best)], env=CLI_ENV, capture_output=True, text=True)
-        log.write(res.stderr)
-    res.check_returncode()
-    test_s = time.perf_counter() - t0
     with open(out / "predict.log", "w") as log:
         subprocess.run([*CLI, "predict", *common, "--ckpt_path", str(best)], env=CLI_ENV, stdout=subprocess.DEVNULL, stderr=log, check=True)
+    decode_s = time.perf_counter() - t0
     # metrics from the predictions (predict decodes the test split exactly as test does): the
     # printed test table wraps long per-domain names, so it is not parsed
     metrics = {k: v for k, v in rescore(pair, model, seed, epochs, _data_module(pair)).items() if k not in ("pair", "model", "seed", "predictions")}
-    return {"pair": pair, "model": model, "model_args": model_args(pair, model), "seed": seed, "epochs": epochs, "fit_s": fit_s, "test_s": test_s, "best": best.name,
-            **metrics, "predictions": str(out / "predictions.txt"), "trained_in": source.get("trained_in", str(Path(source["predictions"]).parent)) if source else str(out)}
+    return {"pair": pair, "model": model, "model_args": model_args(pair, model), "seed": seed, "epochs": epochs, "fit_s": fit_s, "decode_s": decode_s, "best": best.name,
+            **metrics, "out_tokens": _out_tokens(_data_module(pair), str(out / "predictions.txt")), "predictions": str(out / "predictions.txt"), "trained_in": source.get("trained_in", str(Path(source["predictions"]).parent)) if source else str(out)}
 
 
 def rescore(pair: str, model: str, seed: int, epochs: int | None, dm) -> dict:
@@ -197,6 +195,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=None, help="override the recipes' max_epochs")
     ap.add_argument("--rescore", action="store_true", help="no training: metrics of the finished runs from their predictions")
+    ap.add_argument("--report-only", action="store_true",
+                    help="no training: the table of every finished run with today's settings in the nmt_*.jsonl files beside --out")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nmt.json"))
     args = ap.parse_args()
     todo = [(p, m, s, args.epochs) for p in args.pairs for s in range(args.first_seed, args.first_seed + args.seeds) for m in args.models]
@@ -209,12 +209,15 @@ def main() -> None:
         Path(args.out).write_text(json.dumps({"rows": rows}, ensure_ascii=False, indent=1))
         return
     cache = Path(args.out).with_suffix(".jsonl")
+    if args.report_only:
+        found = current_rows(sorted(cache.parent.glob("nmt_*.jsonl")))
+        report([found[t] for t in todo if t in found], args)
+        return
     # every finished run of this results folder, for trained_before (a checkpoint any benchmark output trained)
     files = sorted({*cache.parent.glob("nmt_*.jsonl"), *([cache] if cache.is_file() else [])})  # --out may have any name
     by_file = {f: [json.loads(line) for line in f.read_text().splitlines()] for f in files}
     cached = [r for rs in by_file.values() for r in rs]
-    done = {(r["pair"], r["model"], r["seed"], r.get("epochs")): r for r in by_file.get(cache, [])
-            if r["model"] in VARIANTS and r.get("model_args") == model_args(r["pair"], r["model"])}  # else outdated: rerun
+    done = current_rows([cache]) if cache.is_file() else {}  # an outdated row is run again
     rows = [done[t] for t in todo if t in done]
     with cf.ThreadPoolExecutor(args.jobs) as pool, cache.open("a") as f:
         for r in pool.map(lambda t: run(*t, trained_before(*t, cached)), [t for t in todo if t not in done]):
@@ -223,29 +226,61 @@ def main() -> None:
             f.flush()
             print(f"{r['pair']} {r['model']} seed {r['seed']}: BLEU {r.get('bleu', float('nan')):.2f} ({r['fit_s']:.0f} s fit)", flush=True)
 
-    examples, lines = {}, ["| pair | model | BLEU | chrF | repetition (1-gram / 2-gram) | dropping | train tokens/s | decode tokens/s |",
-                           "|---|---|---|---|---|---|---|---|"]
+    report(rows, args)
+
+
+def current_rows(files: list[Path]) -> dict[tuple, dict]:
+    """Every finished run in ``files`` whose recorded settings are today's recipe's, by (pair,
+    model, seed, epochs); a run found in several files is taken from the last one."""
+    rows = {}
+    for f in files:
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            if r["model"] in VARIANTS and r.get("model_args") == model_args(r["pair"], r["model"]):
+                rows[(r["pair"], r["model"], r["seed"], r.get("epochs"))] = r
+    return rows
+
+
+def _decode_tokens_per_s(dm, r: dict) -> float | None:
+    """Output tokens per second of decoding the test split; rows from before ``out_tokens`` was
+    recorded count them from their predictions (None when those are gone)."""
+    n = r.get("out_tokens")
+    if n is None and Path(r["predictions"]).is_file():
+        n = _out_tokens(dm, r["predictions"])
+    return None if n is None else n / r.get("decode_s", r.get("test_s"))
+
+
+def report(rows: list[dict], args) -> None:
+    """Mean ± sd over the seeds found, per pair and model (overall and per domain), side-by-side
+    examples where the first seed's predictions are still there; writes ``--out`` .json and .md."""
+    fmt = lambda xs: f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.2f}"  # noqa: E731
+    med = lambda xs: f"{statistics.median(xs):.0f}" if xs else "-"  # noqa: E731
+    examples, lines = {}, ["| pair | model | seeds | BLEU | chrF | repetition (1-gram / 2-gram) | dropping | train tokens/s | decode tokens/s |",
+                           "|---|---|---|---|---|---|---|---|---|"]
     for pair in args.pairs:
         dm = _data_module(pair)
         train_tokens = sum(len(x["tgt"]) - 1 for x in dm.encode(dm.train_pairs, drop_long=True))
         epochs = args.epochs or yaml.safe_load((ROOT / "recipes" / f"nmt_kvmem_{pair}.yaml").read_text())["trainer"]["max_epochs"]
         for m in args.models:
-            rs = [r for r in rows if r["pair"] == pair and r["model"] == m]
-            ms = lambda k: f"{statistics.mean(r[k] for r in rs):.2f} ± {statistics.stdev(r[k] for r in rs) if len(rs) > 1 else 0:.2f}"  # noqa: E731
-            lines.append(f"| {pair} | {m} | {ms('bleu')} | {ms('chrf')} | {statistics.mean(r['repetition'] for r in rs):.4f} / "
-                         f"{statistics.mean(r['repetition2'] for r in rs):.4f} | {statistics.mean(r['dropping'] for r in rs):.3f} | "
-                         f"{statistics.median(train_tokens * epochs / r['fit_s'] for r in rs):.0f} | "
-                         f"{statistics.median(_out_tokens(dm, r['predictions']) / r['test_s'] for r in rs):.0f} |")
-        hyp = {m: Path(next(r for r in rows if r["pair"] == pair and r["model"] == m and r["seed"] == args.first_seed)["predictions"]).read_text().splitlines()
-               for m in args.models}
-        examples[pair] = [{"source": s, "reference": t, **{m: hyp[m][i] for m in args.models}} for i, (s, t) in enumerate(dm.test_pairs[:8])]
+            rs = sorted((r for r in rows if r["pair"] == pair and r["model"] == m), key=lambda r: r["seed"])
+            if not rs:
+                lines.append(f"| {pair} | {m} | 0 | - | - | - | - | - | - |")
+                continue
+            dec = [x for x in (_decode_tokens_per_s(dm, r) for r in rs) if x is not None]
+            lines.append(f"| {pair} | {m} | {', '.join(str(r['seed']) for r in rs)} | {fmt([r['bleu'] for r in rs])} | {fmt([r['chrf'] for r in rs])} | "
+                         f"{statistics.mean(r['repetition'] for r in rs):.4f} / {statistics.mean(r['repetition2'] for r in rs):.4f} | "
+                         f"{statistics.mean(r['dropping'] for r in rs):.3f} | {med([train_tokens * epochs / r['fit_s'] for r in rs])} | {med(dec)} |")
+        firsts = {m: next((r for r in rows if r["pair"] == pair and r["model"] == m and r["seed"] == args.first_seed), None) for m in args.models}
+        if all(r is not None and Path(r["predictions"]).is_file() for r in firsts.values()):
+            hyp = {m: Path(r["predictions"]).read_text().splitlines() for m, r in firsts.items()}
+            examples[pair] = [{"source": s, "reference": t, **{m: hyp[m][i] for m in args.models}} for i, (s, t) in enumerate(dm.test_pairs[:8])]
     domains = sorted({k.split("/", 1)[1] for r in rows for k in r if k.startswith("bleu/")})
     if domains:
         lines += ["", "| pair | model | " + " | ".join(f"BLEU {d}" for d in domains) + " |", "|---|---|" + "---|" * len(domains)]
         for pair in args.pairs:
             for m in args.models:
                 rs = [r for r in rows if r["pair"] == pair and r["model"] == m]
-                cells = [f"{statistics.mean(r[f'bleu/{d}'] for r in rs):.2f}" if all(f"bleu/{d}" in r for r in rs) else "-" for d in domains]
+                cells = [f"{statistics.mean(r[f'bleu/{d}'] for r in rs):.2f}" if rs and all(f"bleu/{d}" in r for r in rs) else "-" for d in domains]
                 lines.append(f"| {pair} | {m} | " + " | ".join(cells) + " |")
     Path(args.out).write_text(json.dumps({"rows": rows, "examples": examples}, ensure_ascii=False, indent=1))
     Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -41,3 +41,21 @@ def test_the_reused_checkpoint_carries_the_variants_decoding_settings(tmp_path):
     ckpt = torch.load(out, weights_only=False)
     assert ckpt["hyper_parameters"] == {"length_penalty": 0.5, "dropout": 0.2, "beam": 3, "length_norm": "gnmt"}  # training ones untouched
     assert torch.equal(ckpt["state_dict"]["w"], torch.ones(2)) and torch.load(trained, weights_only=False)["hyper_parameters"]["length_penalty"] == 1.0
+
+
+def test_the_report_takes_only_runs_with_todays_settings_from_every_results_file(tmp_path):
+    """``--report-only`` gathers the runs of several ``--out`` files (parallel benchmark processes
+    write separate ones); a row whose recorded settings are not today's recipe's is left out."""
+    import json
+
+    today = nmt.model_args("de_en", "kvmem")
+    rows = [{"pair": "de_en", "model": "kvmem", "seed": 0, "epochs": 2, "model_args": today, "bleu": 1.0},
+            {"pair": "de_en", "model": "kvmem", "seed": 1, "epochs": 2, "model_args": {**today, "dropout": 0.5}, "bleu": 2.0},  # outdated
+            {"pair": "de_en", "model": "kvmem", "seed": 2, "epochs": 2, "bleu": 3.0},  # settings unknown
+            {"pair": "de_en", "model": "gone_variant", "seed": 0, "epochs": 2, "model_args": today, "bleu": 4.0}]
+    (tmp_path / "nmt_a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    later = {**rows[0], "bleu": 5.0, "seed": 0}
+    (tmp_path / "nmt_b.jsonl").write_text(json.dumps(later) + "\n" + json.dumps({**later, "seed": 1, "bleu": 6.0}) + "\n")
+    found = nmt.current_rows([tmp_path / "nmt_a.jsonl", tmp_path / "nmt_b.jsonl"])
+    assert sorted(found) == [("de_en", "kvmem", 0, 2), ("de_en", "kvmem", 1, 2)]
+    assert found[("de_en", "kvmem", 0, 2)]["bleu"] == 5.0 and found[("de_en", "kvmem", 1, 2)]["bleu"] == 6.0
