@@ -50,6 +50,9 @@ VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
             "kvmem_fb3": ("kvmem", ["--model.forget_bias", "-3"]),  # forget gate starts near 0.05 (little erasing)
             "kvmem_gru": ("kvmem", ["--model.kv_refine", "gru"]),  # the query refined by a GRU cell between rounds
             "bahdanau_eos": ("bahdanau", ["--model.eos_weight", "1"]),  # the baseline with the EOS term
+            # recipe candidates, judged on the baseline's validation split (benchmarks/nmt_decode.py)
+            "bahdanau_ls": ("bahdanau", ["--model.label_smoothing", "0.1"]),  # label smoothing 0.1 (training loss only)
+            "bahdanau_warmup": ("bahdanau", ["--model.lr_schedule", "warmup_rsqrt", "--model.warmup_steps", "400"]),  # warm-up, then 1/sqrt decay
             # one factor at a time from the first recipe towards JoeyNMT's GRU recipe (the peer-gap study)
             "bahdanau_v1": ("bahdanau", V1),
             "bahdanau_xavier": ("bahdanau", [*V1, "--model.init", "xavier"]),  # JoeyNMT's initialisation
