@@ -103,6 +103,15 @@ def trained_before(pair: str, model: str, seed: int, epochs: int | None, rows: l
     return None
 
 
+def best_val_loss(ckpt: Path) -> float | None:
+    """The monitored validation loss of the best checkpoint, as its ModelCheckpoint recorded it."""
+    import torch
+
+    states = torch.load(ckpt, map_location="cpu", weights_only=False).get("callbacks", {})
+    scores = [v["best_model_score"] for k, v in states.items() if k.startswith("ModelCheckpoint") and v.get("monitor") == "val_loss"]
+    return float(scores[0]) if scores and scores[0] is not None else None
+
+
 def with_decoding(trained: Path, folder: Path, args: dict) -> Path:
     """A copy of checkpoint ``trained`` in ``folder`` whose hyperparameters carry the decoding
     settings of ``args``: LightningCLI builds the model from a checkpoint's hyperparameters, which
@@ -160,7 +169,9 @@ def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | Non
     # metrics from the predictions (predict decodes the test split exactly as test does): the
     # printed test table wraps long per-domain names, so it is not parsed
     metrics = {k: v for k, v in rescore(pair, model, seed, epochs, _data_module(pair)).items() if k not in ("pair", "model", "seed", "predictions")}
+    val_loss = source.get("val_loss") if source else best_val_loss(best)
     return {"pair": pair, "model": model, "model_args": model_args(pair, model), "seed": seed, "epochs": epochs, "fit_s": fit_s, "decode_s": decode_s, "best": best.name,
+            "val_loss": val_loss,
             **metrics, "out_tokens": _out_tokens(_data_module(pair), str(out / "predictions.txt")), "predictions": str(out / "predictions.txt"), "trained_in": source.get("trained_in", str(Path(source["predictions"]).parent)) if source else str(out)}
 
 
@@ -258,8 +269,8 @@ def report(rows: list[dict], args) -> None:
     examples where the first seed's predictions are still there; writes ``--out`` .json and .md."""
     fmt = lambda xs: f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.2f}"  # noqa: E731
     med = lambda xs: f"{statistics.median(xs):.0f}" if xs else "-"  # noqa: E731
-    examples, lines = {}, ["| pair | model | seeds | BLEU | chrF | repetition (1-gram / 2-gram) | dropping | train tokens/s | decode tokens/s |",
-                           "|---|---|---|---|---|---|---|---|---|"]
+    examples, lines = {}, ["| pair | model | seeds | val loss | BLEU | chrF | repetition (1-gram / 2-gram) | dropping | train tokens/s | decode tokens/s |",
+                           "|---|---|---|---|---|---|---|---|---|---|"]
     for pair in args.pairs:
         dm = _data_module(pair)
         train_tokens = sum(len(x["tgt"]) - 1 for x in dm.encode(dm.train_pairs, drop_long=True))
@@ -267,10 +278,11 @@ def report(rows: list[dict], args) -> None:
         for m in args.models:
             rs = sorted((r for r in rows if r["pair"] == pair and r["model"] == m), key=lambda r: r["seed"])
             if not rs:
-                lines.append(f"| {pair} | {m} | 0 | - | - | - | - | - | - |")
+                lines.append(f"| {pair} | {m} | 0 | - | - | - | - | - | - | - |")
                 continue
             dec = [x for x in (_decode_tokens_per_s(dm, r) for r in rs) if x is not None]
-            lines.append(f"| {pair} | {m} | {', '.join(str(r['seed']) for r in rs)} | {fmt([r['bleu'] for r in rs])} | {fmt([r['chrf'] for r in rs])} | "
+            vl = [r["val_loss"] for r in rs if r.get("val_loss") is not None]
+            lines.append(f"| {pair} | {m} | {', '.join(str(r['seed']) for r in rs)} | {f'{statistics.mean(vl):.3f}' if vl else '-'} | {fmt([r['bleu'] for r in rs])} | {fmt([r['chrf'] for r in rs])} | "
                          f"{statistics.mean(r['repetition'] for r in rs):.4f} / {statistics.mean(r['repetition2'] for r in rs):.4f} | "
                          f"{statistics.mean(r['dropping'] for r in rs):.3f} | {med([train_tokens * epochs / r['fit_s'] for r in rs])} | {med(dec)} |")
         firsts = {m: next((r for r in rows if r["pair"] == pair and r["model"] == m and r["seed"] == args.first_seed), None) for m in args.models}

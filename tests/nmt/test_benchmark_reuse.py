@@ -59,3 +59,14 @@ def test_the_report_takes_only_runs_with_todays_settings_from_every_results_file
     found = nmt.current_rows([tmp_path / "nmt_a.jsonl", tmp_path / "nmt_b.jsonl"])
     assert sorted(found) == [("de_en", "kvmem", 0, 2), ("de_en", "kvmem", 1, 2)]
     assert found[("de_en", "kvmem", 0, 2)]["bleu"] == 5.0 and found[("de_en", "kvmem", 1, 2)]["bleu"] == 6.0
+
+
+def test_the_best_validation_loss_is_read_from_the_checkpoints_callback_state(tmp_path):
+    import torch
+
+    ck = tmp_path / "epoch=1.ckpt"
+    torch.save({"callbacks": {"ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min'}": {"monitor": "val_loss", "best_model_score": torch.tensor(3.25)},
+                              "TranslationWriter": {}}}, ck)
+    assert nmt.best_val_loss(ck) == 3.25
+    torch.save({"callbacks": {}}, ck)
+    assert nmt.best_val_loss(ck) is None
