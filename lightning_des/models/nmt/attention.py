@@ -14,10 +14,12 @@
 Choices where the paper is not explicit (documented here, tested): ``K`` starts as a copy of
 ``h_j`` (same width); ``F``/``A`` are computed from the round's query (one vector for every
 slot, each slot scaled by its own weight ``a_j``); the refinement is one tanh layer by default, a
-GRU cell with ``refine="gru"`` (the reading of the paper the issue suggests; the paper's text
-could not be consulted here, so neither is claimed to be its equation); the forget layer's bias
-starts at ``forget_bias`` (0 = ``F`` about 0.5 at the start; negative values
-start with little erasing, closer to plain additive attention).
+GRU cell with ``refine="gru"`` (the reading of the paper the issue suggests). Only the paper's
+abstract and a third-party summary could be consulted here; they confirm multi-round address /
+read / update with FORGET and ADD operations on the key memory and an EOS-attention training
+objective (``Seq2Seq(eos_weight=...)``), not the equations, so neither refinement is claimed to be
+the paper's; the forget layer's bias starts at ``forget_bias`` (0 = ``F`` about 0.5 at the
+start; negative values start with little erasing, closer to plain additive attention).
 """
 
 from __future__ import annotations
