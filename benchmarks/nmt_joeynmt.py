@@ -7,9 +7,9 @@
 Exports the split and the SentencePiece models of ``recipes/nmt_bahdanau_<pair>.yaml``'s data
 module (plain text files ``train/dev/test.<lang>``; JoeyNMT's vocabulary files list our pieces,
 so both systems see identical subwords), writes a JoeyNMT config with the recipe's sizes
-(embedding, GRU width, bidirectional encoder, dropout, Adam learning rate, gradient-norm clip,
-sentence batches, maximum length, epochs; beam 5 with length penalty alpha 1 at test, greedy
-BLEU on the dev set for checkpoint selection), trains and tests it with one CPU thread, and
+(embedding, GRU width, bidirectional encoder, dropout, label smoothing, Adam learning rate,
+gradient-norm clip, sentence batches, maximum length, epochs; beam 5 with length penalty alpha 1
+at test, greedy BLEU on the dev set for checkpoint selection), trains and tests it with one CPU thread, and
 scores its test output with sacrebleu against our **raw** reference sentences (overall and per
 source domain), exactly as ``Seq2Seq``'s test does. Result (config, metrics, wall time) in
 ``benchmarks/results/nmt_joeynmt_<pair>[_<tag>].json``; a finished run is not repeated.
@@ -73,9 +73,10 @@ def joey_config(pair: str, data: Path, model_dir: Path, epochs: int, seed: int, 
         "name": f"joeynmt_{pair}", "joeynmt_version": "2.3.0", "model_dir": str(model_dir), "use_cuda": False,
         "data": {"train": str(data / "train"), "dev": str(data / "dev"), "test": str(data / "test"), "dataset_type": "plain",
                  "src": side(src, "src"), "trg": side(trg, "trg")},
-        "testing": {"n_best": 1, "beam_size": m.get("beam", 5), "beam_alpha": m.get("length_penalty", 1.0), "batch_size": 32,
+        "testing": {"n_best": 1, "beam_size": m.get("beam", 5), "beam_alpha": 1.0, "batch_size": 32,  # alpha: GNMT's form
                     "batch_type": "sentence", "eval_metrics": ["bleu"], "sacrebleu_cfg": {"tokenize": "13a"}},
         "training": {"random_seed": seed, "optimizer": "adam", "learning_rate": m["lr"], "learning_rate_min": 1e-6,
+                     "label_smoothing": m.get("label_smoothing", 0.0),  # the recipe's (JoeyNMT's default is 0)
                      "clip_grad_norm": r["trainer"].get("gradient_clip_val", 5.0), "batch_size": d.get("batch_size", 64),
                      "batch_type": "sentence", "normalization": "tokens",
                      "scheduling": "exponential", "decrease_factor": 1.0,  # constant, as ours (2.3.0 needs a scheduler)
