@@ -45,7 +45,8 @@ V1 = ["--model.init", "torch", "--model.decoder", "conditional", "--model.bridge
 # name -> (recipe model, extra CLI arguments): the two models, one-factor ablations of KVMemAtt and
 # the peer-gap variants of the baseline
 VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
-            "kvmem_noeos": ("kvmem", ["--model.eos_weight", "0"]),  # KVMemAtt without the EOS term
+            "kvmem_noeos": ("kvmem", ["--model.eos_weight", "0"]),  # KVMemAtt without the EOS term (the recipe since it is off there)
+            "kvmem_eos": ("kvmem", ["--model.eos_weight", "1"]),  # KVMemAtt with the paper's EOS term, weight 1
             "kvmem_r1": ("kvmem", ["--model.rounds", "1"]),  # one address/read/update round per step
             "kvmem_fb3": ("kvmem", ["--model.forget_bias", "-3"]),  # forget gate starts near 0.05 (little erasing)
             "kvmem_gru": ("kvmem", ["--model.kv_refine", "gru"]),  # the query refined by a GRU cell between rounds
