@@ -50,6 +50,8 @@ VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
             "kvmem_r1": ("kvmem", ["--model.rounds", "1"]),  # one address/read/update round per step
             "kvmem_fb3": ("kvmem", ["--model.forget_bias", "-3"]),  # forget gate starts near 0.05 (little erasing)
             "kvmem_gru": ("kvmem", ["--model.kv_refine", "gru"]),  # the query refined by a GRU cell between rounds
+            "kvmem_static": ("kvmem", ["--model.kv_update", "false"]),  # the key memory never rewritten (rounds + refinement only)
+            "kvmem_lr1e3": ("kvmem", ["--model.lr", "0.001"]),  # a learning rate of its own (the recipe's 3e-3 was the baseline's)
             "bahdanau_eos": ("bahdanau", ["--model.eos_weight", "1"]),  # the baseline with the EOS term
             # recipe candidates, judged on the baseline's validation split (benchmarks/nmt_decode.py)
             "bahdanau_ls": ("bahdanau", ["--model.label_smoothing", "0.1"]),  # label smoothing 0.1 (training loss only)

@@ -72,6 +72,29 @@ def test_kv_memory_update_matches_the_formula_and_carries_over():
     assert not torch.allclose(st1[0], st[0])
 
 
+def test_kv_memory_without_update_is_multi_round_additive_attention():
+    """``update=False`` keeps K = h: one round is Bahdanau attention with the same weights (the
+    plain reference), two rounds re-address with the refined query; the state never changes."""
+    torch.manual_seed(0)
+    q, h = torch.randn(2, 4), torch.randn(2, 3, 6)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    base = BahdanauAttention(4, 6, 5)
+    for rounds in (1, 2):
+        kv = KVMemoryAttention(4, 6, 5, rounds=rounds, update=False)
+        kv.w.load_state_dict(base.w.state_dict()), kv.u.load_state_dict(base.u.state_dict()), kv.v.load_state_dict(base.v.state_dict())
+        (k0,) = kv.init_state(h)
+        c, a, (k1,) = kv(q, h, mask, (k0,))
+        assert torch.equal(k1, h)  # the key memory is never rewritten
+        q_last = q if rounds == 1 else torch.tanh(kv.refine(torch.cat([q, base(q, h, mask, base.init_state(h))[0]], -1)))
+        c_ref, a_ref, _ = base(q_last, h, mask, base.init_state(h))
+        assert torch.allclose(a, a_ref, atol=1e-6) and torch.allclose(c, c_ref, atol=1e-6)
+    m = Seq2Seq(20, 20, attention="kvmem", embedding_dim=8, hidden=12, kv_update=False)
+    assert m.att.update is False
+    memory, mask1, s, st = m.encode(torch.tensor([[5, 6, 7, EOS]]))
+    _, _, _, st1 = m.step(torch.tensor([BOS]), s, memory, mask1, st)
+    assert torch.equal(st1[-1], st[-1])
+
+
 @pytest.mark.parametrize("decoder", ["conditional", "input_feeding"])
 @pytest.mark.parametrize("attention", ["bahdanau", "kvmem"])
 def test_teacher_forced_logits_equal_step_by_step_decoding(attention, decoder):

@@ -10,6 +10,8 @@
   ``A = tanh(W_A q)``; refine ``q <- tanh(W_r [q; c])`` (``refine="tanh"``) or
   ``q <- GRU(c, q)`` (``refine="gru"``: the read context is the GRU's input, the query its
   state). The last round's ``c`` and ``a`` are the step's context and attention.
+``update=False`` (an ablation, not the method) never rewrites ``K``: multi-round attention with
+query refinement and no memory, which isolates what the key-memory update contributes.
 
 Choices where the paper is not explicit (documented here, tested): ``K`` starts as a copy of
 ``h_j`` (same width); ``F``/``A`` are computed from the round's query (one vector for every
@@ -34,7 +36,7 @@ __all__ = ["BahdanauAttention", "KVMemoryAttention"]
 
 class KVMemoryAttention(nn.Module):
     def __init__(self, query_dim: int, memory_dim: int, hidden: int, rounds: int = 2, forget_bias: float = 0.0,
-                 refine: str = "tanh") -> None:
+                 refine: str = "tanh", update: bool = True) -> None:
         super().__init__()
         if rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -46,6 +48,7 @@ class KVMemoryAttention(nn.Module):
         nn.init.constant_(self.forget.bias, forget_bias)
         self.refine = nn.Linear(query_dim + memory_dim, query_dim) if refine == "tanh" else nn.GRUCell(memory_dim, query_dim)
         self.refine_kind = refine
+        self.update = update
 
     def init_state(self, memory: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (memory.clone(),)  # K^0 = h
@@ -55,8 +58,9 @@ class KVMemoryAttention(nn.Module):
         for _ in range(self.rounds):
             a = torch.softmax(self.v(torch.tanh(self.u(keys) + self.w(q)[:, None])).squeeze(-1).masked_fill(~mask, float("-inf")), -1)
             c = (a[..., None] * memory).sum(1)
-            f, add = torch.sigmoid(self.forget(q)), torch.tanh(self.add(q))
-            w = (a * mask)[..., None]
-            keys = keys * (1 - w * f[:, None]) + w * add[:, None]
+            if self.update:
+                f, add = torch.sigmoid(self.forget(q)), torch.tanh(self.add(q))
+                w = (a * mask)[..., None]
+                keys = keys * (1 - w * f[:, None]) + w * add[:, None]
             q = torch.tanh(self.refine(torch.cat([q, c], -1))) if self.refine_kind == "tanh" else self.refine(c, q)
         return c, a, (keys,)

@@ -52,6 +52,8 @@ class Seq2Seq(pl.LightningModule):
         eos_weight: weight of the EOS attention term (0 = off).
         forget_bias: initial bias of KVMemAtt's forget layer (see ``KVMemoryAttention``).
         kv_refine: KVMemAtt's query refinement between rounds, ``tanh`` layer or ``gru`` cell.
+        kv_update: False never rewrites KVMemAtt's key memory (an ablation: multi-round
+            attention without the memory).
         beam, length_penalty: test/predict decoding (beam 1 = greedy); hypotheses are ranked
             by log-prob / length ** length_penalty (+ the coverage penalty).
         length_norm: ``power`` (``length ** length_penalty``) or ``gnmt`` (GNMT's and JoeyNMT's
@@ -75,7 +77,8 @@ class Seq2Seq(pl.LightningModule):
                  tie_embeddings: bool = False, val_bleu: bool = False, coverage_penalty: float = 0.0,
                  kv_refine: Literal["tanh", "gru"] = "tanh", init: Literal["torch", "xavier"] = "torch",
                  decoder: Literal["conditional", "input_feeding"] = "conditional",
-                 length_norm: Literal["power", "gnmt"] = "power", bridge: Literal["mean", "final"] = "mean") -> None:
+                 length_norm: Literal["power", "gnmt"] = "power", bridge: Literal["mean", "final"] = "mean",
+                 kv_update: bool = True) -> None:
         super().__init__()
         if src_vocab_size <= 0 or tgt_vocab_size <= 0:
             raise ValueError("src_vocab_size and tgt_vocab_size must be positive (set by the data module)")
@@ -104,7 +107,10 @@ class Seq2Seq(pl.LightningModule):
         readout = embedding_dim if tie_embeddings else hidden
         if not self.feeding:
             self.query = nn.Linear(hidden + embedding_dim, hidden)
-        self.att = BahdanauAttention(hidden, hidden, hidden) if attention == "bahdanau" else KVMemoryAttention(hidden, hidden, hidden, rounds, forget_bias, kv_refine)
+        if attention == "bahdanau":
+            self.att = BahdanauAttention(hidden, hidden, hidden)
+        else:
+            self.att = KVMemoryAttention(hidden, hidden, hidden, rounds, forget_bias, kv_refine, kv_update)
         self.cell = nn.GRUCell(embedding_dim + (readout if self.feeding else hidden), hidden)
         self.out = nn.Linear(2 * hidden + (0 if self.feeding else embedding_dim), readout)
         self.proj = nn.Linear(readout, tgt_vocab_size)
