@@ -81,7 +81,8 @@ def test_kv_memory_without_update_is_multi_round_additive_attention():
     base = BahdanauAttention(4, 6, 5)
     for rounds in (1, 2):
         kv = KVMemoryAttention(4, 6, 5, rounds=rounds, update=False)
-        kv.w.load_state_dict(base.w.state_dict()), kv.u.load_state_dict(base.u.state_dict()), kv.v.load_state_dict(base.v.state_dict())
+        for name in ("w", "u", "v"):  # the addressing layers the two modules share
+            getattr(kv, name).load_state_dict(getattr(base, name).state_dict())
         (k0,) = kv.init_state(h)
         c, a, (k1,) = kv(q, h, mask, (k0,))
         assert torch.equal(k1, h)  # the key memory is never rewritten
