@@ -43,22 +43,28 @@ def test_the_reused_checkpoint_carries_the_variants_decoding_settings(tmp_path):
     assert torch.equal(ckpt["state_dict"]["w"], torch.ones(2)) and torch.load(trained, weights_only=False)["hyper_parameters"]["length_penalty"] == 1.0
 
 
-def test_the_report_takes_only_runs_with_todays_settings_from_every_results_file(tmp_path):
+def test_the_report_takes_only_runs_with_todays_settings_from_every_results_file(tmp_path, monkeypatch):
     """``--report-only`` gathers the runs of several ``--out`` files (parallel benchmark processes
-    write separate ones); a row whose recorded settings are not today's recipe's is left out."""
+    write separate ones); a row whose recorded settings are no variant's today is left out, and a
+    row counts for every variant whose settings it has (an ablation a recipe adopted)."""
     import json
 
+    monkeypatch.setattr(nmt, "VARIANTS", {"kvmem": ("kvmem", []), "kvmem_d5": ("kvmem", ["--model.dropout", "0.5"])})
     today = nmt.model_args("de_en", "kvmem")
     rows = [{"pair": "de_en", "model": "kvmem", "seed": 0, "epochs": 2, "model_args": today, "bleu": 1.0},
-            {"pair": "de_en", "model": "kvmem", "seed": 1, "epochs": 2, "model_args": {**today, "dropout": 0.5}, "bleu": 2.0},  # outdated
+            {"pair": "de_en", "model": "kvmem", "seed": 1, "epochs": 2, "model_args": {**today, "dropout": 0.5}, "bleu": 2.0},  # kvmem_d5's
             {"pair": "de_en", "model": "kvmem", "seed": 2, "epochs": 2, "bleu": 3.0},  # settings unknown
-            {"pair": "de_en", "model": "gone_variant", "seed": 0, "epochs": 2, "model_args": today, "bleu": 4.0}]
+            {"pair": "de_en", "model": "kvmem", "seed": 3, "epochs": 2, "model_args": {**today, "dropout": 0.4}, "bleu": 3.5},  # no one's
+            {"pair": "de_en", "model": "gone_variant", "seed": 4, "epochs": 2, "model_args": today, "bleu": 4.0}]
     (tmp_path / "nmt_a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     later = {**rows[0], "bleu": 5.0, "seed": 0}
     (tmp_path / "nmt_b.jsonl").write_text(json.dumps(later) + "\n" + json.dumps({**later, "seed": 1, "bleu": 6.0}) + "\n")
     found = nmt.current_rows([tmp_path / "nmt_a.jsonl", tmp_path / "nmt_b.jsonl"])
-    assert sorted(found) == [("de_en", "kvmem", 0, 2), ("de_en", "kvmem", 1, 2)]
+    assert sorted(found) == [("de_en", "kvmem", 0, 2), ("de_en", "kvmem", 1, 2), ("de_en", "kvmem", 4, 2), ("de_en", "kvmem_d5", 1, 2)]
     assert found[("de_en", "kvmem", 0, 2)]["bleu"] == 5.0 and found[("de_en", "kvmem", 1, 2)]["bleu"] == 6.0
+    assert found[("de_en", "kvmem_d5", 1, 2)] == {**rows[1], "model": "kvmem_d5", "run_as": "kvmem"}
+    assert found[("de_en", "kvmem", 4, 2)] == {**rows[4], "model": "kvmem", "run_as": "gone_variant"}
+    assert "run_as" not in found[("de_en", "kvmem", 0, 2)]
 
 
 def test_the_best_validation_loss_is_read_from_the_checkpoints_callback_state(tmp_path):
