@@ -60,6 +60,9 @@ VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
             "bahdanau_warmup": ("bahdanau", ["--model.lr_schedule", "warmup_rsqrt", "--model.warmup_steps", "400"]),  # warm-up, then 1/sqrt decay
             "bahdanau_d3": ("bahdanau", ["--model.dropout", "0.3"]),  # more dropout (0.2 was chosen on the small corpus)
             "bahdanau_tie": ("bahdanau", ["--model.tie_embeddings", "true"]),  # output projection tied to the target embeddings
+            # GNMT's coverage penalty at decoding (beta 0.2: the best of 0-1 on the zh-en baseline's validation split)
+            "bahdanau_cp02": ("bahdanau", ["--model.coverage_penalty", "0.2"]),
+            "kvmem_cp02": ("kvmem", ["--model.coverage_penalty", "0.2"]),
             # one factor at a time from the first recipe towards JoeyNMT's GRU recipe (the peer-gap study)
             "bahdanau_v1": ("bahdanau", V1),
             "bahdanau_xavier": ("bahdanau", [*V1, "--model.init", "xavier"]),  # JoeyNMT's initialisation

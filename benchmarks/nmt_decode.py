@@ -1,12 +1,12 @@
 """Decoding settings of a trained translation checkpoint, chosen on the *validation* split.
 
     python benchmarks/nmt_decode.py --ckpt lightning_logs/nmt_bench/<run>/checkpoints/<best>.ckpt \
-        [--pair de_en] [--length-penalty 0 0.5 1] [--length-norm power gnmt] [--max-len-ratio 2] [--beam 5] [--limit N] [--split val|test]
+        [--pair de_en] [--length-penalty 0 0.5 1] [--length-norm power gnmt] [--max-len-ratio 2] [--coverage-penalty 0 0.2] [--beam 5] [--limit N] [--split val|test]
 
 Loads the checkpoint (its hyperparameters), the pair's data module (``recipes/nmt_kvmem_{pair}.yaml``,
 the same split and SentencePiece models as training), decodes the validation sentences with each
 setting (length penalty alpha, its form ``power`` = ``len ** alpha`` or ``gnmt`` =
-``((5 + len) / 6) ** alpha``, maximum length ratio) and prints BLEU, chrF, repetition and dropping against the raw validation references
+``((5 + len) / 6) ** alpha``, maximum length ratio, GNMT coverage penalty beta) and prints BLEU, chrF, repetition and dropping against the raw validation references
 (the metrics of ``test``); writes ``--out`` (JSON). Test data is not touched, so a setting picked
 here can then be reported on the test split without selecting on it: ``--split test`` decodes the
 test sentences with the given setting(s) (metrics overall and per source domain, translations in
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--length-penalty", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     ap.add_argument("--length-norm", nargs="+", default=["power"], choices=["power", "gnmt"])
     ap.add_argument("--max-len-ratio", type=float, nargs="+", default=[2.0])
+    ap.add_argument("--coverage-penalty", type=float, nargs="+", default=[0.0], help="GNMT's coverage weight beta (0 = off)")
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--limit", type=int, default=None, help="first N pairs only")
     ap.add_argument("--split", default="val", choices=["val", "test"], help="test: only to report a setting picked on val")
@@ -58,19 +59,19 @@ def main() -> None:
     refs = [t for _, t in pairs]
     out = Path(args.out) if args.out else ckpt.parent.parent / f"decode_{args.split}.json"
     rows = []
-    for norm, lp, ratio in itertools.product(args.length_norm, args.length_penalty, args.max_len_ratio):
-        model.hparams.length_norm, model.hparams.length_penalty, model.hparams.max_len_ratio = norm, lp, ratio
+    for norm, lp, ratio, cp in itertools.product(args.length_norm, args.length_penalty, args.max_len_ratio, args.coverage_penalty):
+        model.hparams.length_norm, model.hparams.length_penalty, model.hparams.max_len_ratio, model.hparams.coverage_penalty = norm, lp, ratio, cp
         t0 = time.perf_counter()
         with torch.no_grad():
             hyps = decode(model, dm, pairs, args.beam)
-        row = {"length_norm": norm, "length_penalty": lp, "max_len_ratio": ratio, "beam": args.beam, "pairs": len(pairs),
+        row = {"length_norm": norm, "length_penalty": lp, "max_len_ratio": ratio, "coverage_penalty": cp, "beam": args.beam, "pairs": len(pairs),
                "split": args.split, "seconds": time.perf_counter() - t0, **translation_metrics(hyps, refs)}
         if args.split == "test":
             doms = dm.test_domains[: len(pairs)]
             row.update({f"{k}/{d}": v for d, m in metrics_by_domain(hyps, refs, doms).items() for k, v in m.items()})
-            (out.parent / f"predictions_{'' if norm == 'power' else norm + '_'}lp{lp:g}_r{ratio:g}.txt").write_text("\n".join(hyps) + "\n")
+            (out.parent / f"predictions_{'' if norm == 'power' else norm + '_'}lp{lp:g}_r{ratio:g}{f'_cp{cp:g}' if cp else ''}.txt").write_text("\n".join(hyps) + "\n")
         rows.append(row)
-        print(f"{norm} length_penalty {lp:g} max_len_ratio {ratio:g}: BLEU {row['bleu']:.2f} chrF {row['chrf']:.2f} repetition "
+        print(f"{norm} length_penalty {lp:g} max_len_ratio {ratio:g} coverage_penalty {cp:g}: BLEU {row['bleu']:.2f} chrF {row['chrf']:.2f} repetition "
               f"{row['repetition']:.3f}/{row['repetition2']:.3f} dropping {row['dropping']:.3f} ({row['seconds']:.0f} s)", flush=True)
     out.write_text(json.dumps({"ckpt": str(ckpt), "rows": rows}, indent=1))
 
