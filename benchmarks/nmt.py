@@ -78,10 +78,16 @@ def model_args(pair: str, model: str) -> dict:
     variant's overrides (later ones win). Recorded in each row; a cached row whose settings
     differ from today's (a recipe changed) is run again."""
     recipe, extra = VARIANTS[model]
-    args = dict(yaml.safe_load((ROOT / "recipes" / f"nmt_{recipe}_{pair}.yaml").read_text())["model"]["init_args"])
+    args = dict(_recipe_model_args(recipe, pair))
     for k, v in zip(extra[::2], extra[1::2]):
         args[k.removeprefix("--model.")] = yaml.safe_load(v)
     return args
+
+
+@functools.cache
+def _recipe_model_args(recipe: str, pair: str) -> dict:
+    """A recipe's model ``init_args``, read once per process (callers copy before changing)."""
+    return yaml.safe_load((ROOT / "recipes" / f"nmt_{recipe}_{pair}.yaml").read_text())["model"]["init_args"]
 
 
 def run_dir(pair: str, model: str, seed: int, epochs: int | None) -> Path:
@@ -263,8 +269,10 @@ def current_rows(files: list[Path]) -> dict[tuple, dict]:
     for f in files:
         for line in f.read_text().splitlines():
             r = json.loads(line)
+            if "model_args" not in r:  # settings unknown
+                continue
             for name in VARIANTS:
-                if "model_args" in r and r["model_args"] == model_args(r["pair"], name):
+                if r["model_args"] == model_args(r["pair"], name):
                     rows[(r["pair"], name, r["seed"], r.get("epochs"))] = r if name == r["model"] else {**r, "model": name, "run_as": r["model"]}
     return rows
 

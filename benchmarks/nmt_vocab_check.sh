@@ -28,7 +28,11 @@ out = {"command": "bash benchmarks/nmt_vocab_check.sh", "runs": []}
 for v in (4000, 8000):
     d = f"lightning_logs/vocab_check/tie_v{v}"
     val = [r for r in csv.DictReader(open(f"{d}/lightning_logs/version_0/metrics.csv")) if r.get("val_bleu")]
-    test = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\s+(test_[a-z0-9_/-]+)\s+([0-9.]+)\s*$", open(f"{d}/test.log").read(), re.M)}
+    # overall metrics only: the printed table wraps long per-domain names, so those are not parsed
+    test = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\s+(test_[a-z0-9]+)\s+([0-9.]+)\s*$", open(f"{d}/test.log").read(), re.M)}
+    missing = {"test_bleu", "test_chrf", "test_repetition", "test_repetition2", "test_dropping"} - set(test)
+    if missing:
+        raise SystemExit(f"{d}/test.log: no {sorted(missing)} in the test table")
     fit_s = float(open(f"{d}/fit.log").read().strip().splitlines()[-1].split()[0])
     out["runs"].append({"vocab_size": v, "tie_embeddings": True, "fit_s_shared_cpu": fit_s,
                         "val": [{"epoch": int(r["epoch"]), "val_bleu_greedy": float(r["val_bleu"]), "val_loss": float(r["val_loss"])} for r in val], **test})
