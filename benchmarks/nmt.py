@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import functools
+import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -47,7 +49,7 @@ V1 = ["--model.init", "torch", "--model.decoder", "conditional", "--model.bridge
 VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
             "kvmem_noeos": ("kvmem", ["--model.eos_weight", "0"]),  # KVMemAtt without the EOS term (the recipe since it is off there)
             # the paper's two address/read/update rounds per step (the recipes' until one round won validation)
-            "kvmem_r2": ("kvmem", ["--model.rounds", "2"]),
+            "kvmem_r2": ("kvmem", ["--model.rounds", "2", "--model.tie_embeddings", "false"]),  # (untied, as it was run)
             "kvmem_eos": ("kvmem", ["--model.rounds", "2", "--model.eos_weight", "1"]),  # 2 rounds with the paper's EOS term, weight 1
             "kvmem_r1": ("kvmem", ["--model.rounds", "1"]),  # one round per step (the recipes' now: its runs are kvmem's too)
             "kvmem_fb3": ("kvmem", ["--model.forget_bias", "-3"]),  # forget gate starts near 0.05 (little erasing)
@@ -59,7 +61,10 @@ VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
             "bahdanau_ls": ("bahdanau", ["--model.label_smoothing", "0.1"]),  # label smoothing 0.1 (training loss only)
             "bahdanau_warmup": ("bahdanau", ["--model.lr_schedule", "warmup_rsqrt", "--model.warmup_steps", "400"]),  # warm-up, then 1/sqrt decay
             "bahdanau_d3": ("bahdanau", ["--model.dropout", "0.3"]),  # more dropout (0.2 was chosen on the small corpus)
-            "bahdanau_tie": ("bahdanau", ["--model.tie_embeddings", "true"]),  # output projection tied to the target embeddings
+            "bahdanau_tie": ("bahdanau", ["--model.tie_embeddings", "true"]),  # output projection tied to the target embeddings (the recipes' now)
+            # both models with their own output projection (the recipes' until tied embeddings won validation)
+            "bahdanau_untied": ("bahdanau", ["--model.tie_embeddings", "false"]),
+            "kvmem_untied": ("kvmem", ["--model.tie_embeddings", "false"]),
             # GNMT's coverage penalty at decoding (beta 0.2: the best of 0-1 on the zh-en baseline's validation split)
             "bahdanau_cp02": ("bahdanau", ["--model.coverage_penalty", "0.2"]),
             "kvmem_cp02": ("kvmem", ["--model.coverage_penalty", "0.2"]),
@@ -91,16 +96,35 @@ def _recipe_model_args(recipe: str, pair: str) -> dict:
 
 
 def run_dir(pair: str, model: str, seed: int, epochs: int | None) -> Path:
-    """One run's folder; ``_e{epochs}`` when ``--epochs`` overrides the recipe's."""
-    return RUNS / (f"{model}_{pair}_s{seed}" + (f"_e{epochs}" if epochs else ""))
+    """One run's folder; ``_e{epochs}`` when ``--epochs`` overrides the recipe's, then a digest of
+    the settings, so a run of a changed recipe never overwrites one that cached rows still cite."""
+    digest = hashlib.sha1(json.dumps(effective_args(model_args(pair, model)), sort_keys=True).encode()).hexdigest()[:8]
+    return RUNS / (f"{model}_{pair}_s{seed}" + (f"_e{epochs}" if epochs else "") + f"_{digest}")
 
 
 DECODING = {"beam", "length_penalty", "length_norm", "max_len_ratio", "coverage_penalty"}  # test-time settings only
 
 
+KVMEM_ONLY = {"rounds", "forget_bias", "kv_refine", "kv_update"}  # settings additive attention never reads
+
+
+@functools.cache
+def _seq2seq_defaults() -> dict:
+    from lightning_des.models.nmt import Seq2Seq
+
+    return {k: p.default for k, p in inspect.signature(Seq2Seq.__init__).parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def effective_args(args: dict) -> dict:
+    """The settings a model runs with: ``Seq2Seq``'s defaults under the given ones, less those its
+    attention ignores (a baseline row is the same run whatever ``rounds`` it recorded)."""
+    full = {**_seq2seq_defaults(), **args}
+    return {k: v for k, v in full.items() if not (full["attention"] == "bahdanau" and k in KVMEM_ONLY)}
+
+
 def training_args(args: dict) -> dict:
-    """The settings that shape training (everything but the decoding ones)."""
-    return {k: v for k, v in args.items() if k not in DECODING}
+    """The settings that shape training (everything but the decoding ones), as run."""
+    return {k: v for k, v in effective_args(args).items() if k not in DECODING}
 
 
 def best_checkpoint(row: dict) -> Path:
@@ -271,8 +295,9 @@ def current_rows(files: list[Path]) -> dict[tuple, dict]:
             r = json.loads(line)
             if "model_args" not in r:  # settings unknown
                 continue
+            settings = effective_args(r["model_args"])
             for name in VARIANTS:
-                if r["model_args"] == model_args(r["pair"], name):
+                if settings == effective_args(model_args(r["pair"], name)):
                     rows[(r["pair"], name, r["seed"], r.get("epochs"))] = r if name == r["model"] else {**r, "model": name, "run_as": r["model"]}
     return rows
 

@@ -76,3 +76,26 @@ def test_the_best_validation_loss_is_read_from_the_checkpoints_callback_state(tm
     assert nmt.best_val_loss(ck) == 3.25
     torch.save({"callbacks": {}}, ck)
     assert nmt.best_val_loss(ck) is None
+
+
+def test_settings_the_attention_ignores_do_not_make_a_run_outdated(monkeypatch):
+    """A baseline row recorded with ``rounds: 2`` (additive attention never reads it) and rows
+    recorded before a setting existed (its default then applies) still count."""
+    monkeypatch.setattr(nmt, "VARIANTS", {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
+                                          "bahdanau_untied": ("bahdanau", ["--model.tie_embeddings", "false"])})
+    base = nmt.model_args("de_en", "bahdanau")
+    assert base["tie_embeddings"] is True  # the recipe's
+    old = {k: v for k, v in base.items() if k != "tie_embeddings"}  # recorded before the recipe tied them: default False
+    assert nmt.training_args({**base, "rounds": 2}) == nmt.training_args(base)
+    assert nmt.training_args(old) == nmt.training_args(nmt.model_args("de_en", "bahdanau_untied")) != nmt.training_args(base)
+    kv = nmt.model_args("de_en", "kvmem")
+    assert nmt.training_args({**kv, "rounds": 2}) != nmt.training_args(kv)  # KVMemAtt reads it
+
+
+def test_a_changed_recipe_runs_in_a_folder_of_its_own(monkeypatch):
+    first = nmt.run_dir("de_en", "bahdanau", 0, 2)
+    assert first.name.startswith("bahdanau_de_en_s0_e2_") and first == nmt.run_dir("de_en", "bahdanau", 0, 2)
+    monkeypatch.setitem(nmt.VARIANTS, "bahdanau", ("bahdanau", ["--model.dropout", "0.45"]))
+    assert nmt.run_dir("de_en", "bahdanau", 0, 2) != first
+    monkeypatch.setitem(nmt.VARIANTS, "bahdanau", ("bahdanau", ["--model.rounds", "3"]))  # ignored by additive attention
+    assert nmt.run_dir("de_en", "bahdanau", 0, 2) == first
