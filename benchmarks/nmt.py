@@ -49,7 +49,7 @@ V1 = ["--model.init", "torch", "--model.decoder", "conditional", "--model.bridge
 VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
             "kvmem_noeos": ("kvmem", ["--model.eos_weight", "0"]),  # KVMemAtt without the EOS term (the recipe since it is off there)
             # the paper's two address/read/update rounds per step (the recipes' until one round won validation)
-            "kvmem_r2": ("kvmem", ["--model.rounds", "2", "--model.tie_embeddings", "false"]),  # (untied, as it was run)
+            "kvmem_r2": ("kvmem", ["--model.rounds", "2", "--model.tie_embeddings", "false", "--model.val_bleu", "false"]),  # (untied, as it was run)
             "kvmem_eos": ("kvmem", ["--model.rounds", "2", "--model.eos_weight", "1"]),  # 2 rounds with the paper's EOS term, weight 1
             "kvmem_r1": ("kvmem", ["--model.rounds", "1"]),  # one round per step (the recipes' now: its runs are kvmem's too)
             "kvmem_fb3": ("kvmem", ["--model.forget_bias", "-3"]),  # forget gate starts near 0.05 (little erasing)
@@ -62,9 +62,9 @@ VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
             "bahdanau_warmup": ("bahdanau", ["--model.lr_schedule", "warmup_rsqrt", "--model.warmup_steps", "400"]),  # warm-up, then 1/sqrt decay
             "bahdanau_d3": ("bahdanau", ["--model.dropout", "0.3"]),  # more dropout (0.2 was chosen on the small corpus)
             "bahdanau_tie": ("bahdanau", ["--model.tie_embeddings", "true"]),  # output projection tied to the target embeddings (the recipes' now)
-            # both models with their own output projection (the recipes' until tied embeddings won validation)
-            "bahdanau_untied": ("bahdanau", ["--model.tie_embeddings", "false"]),
-            "kvmem_untied": ("kvmem", ["--model.tie_embeddings", "false"]),
+            # both models with their own output projection and checkpoints selected by validation loss (the recipes' until now)
+            "bahdanau_untied": ("bahdanau", ["--model.tie_embeddings", "false", "--model.val_bleu", "false"]),
+            "kvmem_untied": ("kvmem", ["--model.tie_embeddings", "false", "--model.val_bleu", "false"]),
             # GNMT's coverage penalty at decoding (beta 0.2: the best of 0-1 on the zh-en baseline's validation split)
             "bahdanau_cp02": ("bahdanau", ["--model.coverage_penalty", "0.2"]),
             "kvmem_cp02": ("kvmem", ["--model.coverage_penalty", "0.2"]),
@@ -144,12 +144,24 @@ def trained_before(pair: str, model: str, seed: int, epochs: int | None, rows: l
 
 
 def best_val_loss(ckpt: Path) -> float | None:
-    """The monitored validation loss of the best checkpoint, as its ModelCheckpoint recorded it."""
+    """The monitored validation loss of the best checkpoint, as its ModelCheckpoint recorded it
+    (None when the checkpoint monitored something else)."""
     import torch
 
     states = torch.load(ckpt, map_location="cpu", weights_only=False).get("callbacks", {})
     scores = [v["best_model_score"] for k, v in states.items() if k.startswith("ModelCheckpoint") and v.get("monitor") == "val_loss"]
     return float(scores[0]) if scores and scores[0] is not None else None
+
+
+def validation_curve(metrics_csv: Path) -> list[dict]:
+    """Per-epoch validation figures a fit's CSVLogger wrote: epoch, val_loss and (with
+    ``val_bleu``) greedy validation BLEU."""
+    import csv
+
+    with open(metrics_csv) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val_loss")]
+    return [{"epoch": int(r["epoch"]), "val_loss": float(r["val_loss"]), **({"val_bleu": float(r["val_bleu"])} if r.get("val_bleu") else {})}
+            for r in rows]
 
 
 def with_decoding(trained: Path, folder: Path, args: dict) -> Path:
@@ -171,11 +183,21 @@ CLI_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}  # 
 
 def cli_args(pair: str, model: str, seed: int, out: Path) -> list[str]:
     """The ``lightning-des`` arguments of one variant's run in folder ``out``: its recipe and
-    overrides, the seed, and where the run writes (no progress bar)."""
+    overrides, the seed, where the run writes (no progress bar), and the recipe's two callbacks,
+    the checkpoint (in ``out/checkpoints`` whatever the logger) selected as the variant's
+    ``val_bleu`` says: by greedy validation BLEU, or by validation loss without it."""
     recipe, extra = VARIANTS[model]
+    monitor, mode = ("val_bleu", "max") if model_args(pair, model).get("val_bleu") else ("val_loss", "min")
+    callbacks = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": str(out / "checkpoints"), "monitor": monitor, "mode": mode, "save_last": True}},
+                 {"class_path": "lightning_des.models.nmt.TranslationWriter", "init_args": {"output_file": str(out / "predictions.txt")}}]
     return ["--config", str(ROOT / "recipes" / f"nmt_{recipe}_{pair}.yaml"), *extra, "--seed_everything", str(seed),
-            "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false",
-            "--trainer.callbacks.output_file", str(out / "predictions.txt")]
+            "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false", "--trainer.callbacks", json.dumps(callbacks)]
+
+
+def fit_logger_args(out: Path) -> list[str]:
+    """A CSVLogger for ``fit``, writing the validation curve to ``out/csv/fit/metrics.csv``."""
+    return ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(out),
+            "--trainer.logger.name", "csv", "--trainer.logger.version", "fit"]
 
 
 def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | None = None) -> dict:
@@ -189,9 +211,10 @@ def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | Non
     if epochs:
         common += ["--trainer.max_epochs", str(epochs)]
     if source is None:
+        shutil.rmtree(out / "csv", ignore_errors=True)
         t0 = time.perf_counter()
         with open(out / "fit.log", "w") as log:
-            subprocess.run([*CLI, "fit", *common], env=CLI_ENV, stdout=subprocess.DEVNULL, stderr=log, check=True)
+            subprocess.run([*CLI, "fit", *common, *fit_logger_args(out)], env=CLI_ENV, stdout=subprocess.DEVNULL, stderr=log, check=True)
         fit_s = time.perf_counter() - t0
         ckpts = list((out / "checkpoints").glob("epoch=*.ckpt"))
         if not ckpts:  # e.g. fit stopped by a signal, which Lightning turns into a clean exit
@@ -209,9 +232,14 @@ def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | Non
     # metrics from the predictions (predict decodes the test split exactly as test does): the
     # printed test table wraps long per-domain names, so it is not parsed
     metrics = {k: v for k, v in rescore(pair, model, seed, epochs, _data_module(pair)).items() if k not in ("pair", "model", "seed", "predictions")}
-    val_loss = source.get("val_loss") if source else best_val_loss(best)
+    if source:
+        val = {k: source[k] for k in ("val_loss", "val_bleu", "val_curve") if k in source}
+    else:
+        curve = validation_curve(out / "csv" / "fit" / "metrics.csv")
+        at_best = next((c for c in curve if f"epoch={c['epoch']}-" in best.name), {})  # the selected checkpoint's epoch
+        val = {"val_loss": at_best.get("val_loss", best_val_loss(best)), "val_bleu": at_best.get("val_bleu"), "val_curve": curve}
     return {"pair": pair, "model": model, "model_args": model_args(pair, model), "seed": seed, "epochs": epochs, "fit_s": fit_s, "decode_s": decode_s, "best": best.name,
-            "val_loss": val_loss,
+            **val,
             **metrics, "out_tokens": _out_tokens(_data_module(pair), str(out / "predictions.txt")), "predictions": str(out / "predictions.txt"), "trained_in": source.get("trained_in", str(Path(source["predictions"]).parent)) if source else str(out)}
 
 
@@ -316,7 +344,7 @@ def report(rows: list[dict], args) -> None:
     examples where the first seed's predictions are still there; writes ``--out`` .json and .md."""
     fmt = lambda xs: f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs) if len(xs) > 1 else 0:.2f}"  # noqa: E731
     med = lambda xs: f"{statistics.median(xs):.0f}" if xs else "-"  # noqa: E731
-    examples, lines = {}, ["| pair | model | seeds | val loss | BLEU | chrF | repetition (1-gram / 2-gram) | dropping | train tokens/s | decode tokens/s |",
+    examples, lines = {}, ["| pair | model | seeds | val loss / greedy val BLEU | BLEU | chrF | repetition (1-gram / 2-gram) | dropping | train tokens/s | decode tokens/s |",
                            "|---|---|---|---|---|---|---|---|---|---|"]
     for pair in args.pairs:
         dm = _data_module(pair)
@@ -329,7 +357,9 @@ def report(rows: list[dict], args) -> None:
                 continue
             dec = [x for x in (_decode_tokens_per_s(dm, r) for r in rs) if x is not None]
             vl = [r["val_loss"] for r in rs if r.get("val_loss") is not None]
-            lines.append(f"| {pair} | {m} | {', '.join(str(r['seed']) for r in rs)} | {f'{statistics.mean(vl):.3f}' if vl else '-'} | {fmt([r['bleu'] for r in rs])} | {fmt([r['chrf'] for r in rs])} | "
+            vb = [r["val_bleu"] for r in rs if r.get("val_bleu") is not None]
+            val = " / ".join([f"{statistics.mean(vl):.3f}" if vl else "-", f"{statistics.mean(vb):.2f}" if vb else "-"])
+            lines.append(f"| {pair} | {m} | {', '.join(str(r['seed']) for r in rs)} | {val} | {fmt([r['bleu'] for r in rs])} | {fmt([r['chrf'] for r in rs])} | "
                          f"{statistics.mean(r['repetition'] for r in rs):.4f} / {statistics.mean(r['repetition2'] for r in rs):.4f} | "
                          f"{statistics.mean(r['dropping'] for r in rs):.3f} | {med([train_tokens * epochs / r['fit_s'] for r in rs])} | {med(dec)} |")
         firsts = {m: next((r for r in rows if r["pair"] == pair and r["model"] == m and r["seed"] == args.first_seed), None) for m in args.models}

@@ -99,3 +99,29 @@ def test_a_changed_recipe_runs_in_a_folder_of_its_own(monkeypatch):
     assert nmt.run_dir("de_en", "bahdanau", 0, 2) != first
     monkeypatch.setitem(nmt.VARIANTS, "bahdanau", ("bahdanau", ["--model.rounds", "3"]))  # ignored by additive attention
     assert nmt.run_dir("de_en", "bahdanau", 0, 2) == first
+
+
+def test_a_benchmark_fit_selects_by_the_variants_metric_and_logs_the_validation_curve(tmp_path, monkeypatch):
+    """The recipe's fit as the benchmark runs it, on toy data: the checkpoint monitors greedy
+    validation BLEU when the variant has ``val_bleu`` (validation loss otherwise), and the
+    curve read back has one entry per epoch."""
+    import torch
+
+    from lightning_des.cli import main
+
+    tsv = tmp_path / "toy.tsv"
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    tsv.write_text("".join(f"{' '.join(words[i % 10:])}\t{' '.join(words[i % 10:]).upper()}\n" for i in range(50)))
+    toy = ["--data.init_args.path", str(tsv), "--data.init_args.vocab_size", "40", "--model.init_args.hidden", "16",
+           "--model.init_args.embedding_dim", "8", "--trainer.max_epochs", "2"]
+    monkeypatch.setitem(nmt.VARIANTS, "x_loss", ("bahdanau", ["--model.val_bleu", "false"]))
+    for model, monitor in (("bahdanau", "val_bleu"), ("x_loss", "val_loss")):
+        out = tmp_path / model
+        assert main(["fit", *nmt.cli_args("de_en", model, 0, out), *toy, *nmt.fit_logger_args(out)]) == 0
+        curve = nmt.validation_curve(out / "csv" / "fit" / "metrics.csv")
+        assert [c["epoch"] for c in curve] == [0, 1] and all(("val_bleu" in c) == (monitor == "val_bleu") for c in curve)
+        best = [p for p in (out / "checkpoints").glob("epoch=*.ckpt")]
+        assert len(best) == 1  # save_top_k=1 (the recipe's callbacks are replaced, not appended to)
+        states = torch.load(best[0], weights_only=False)["callbacks"]
+        assert [v["monitor"] for k, v in states.items() if k.startswith("ModelCheckpoint")] == [monitor]
+        assert (nmt.best_val_loss(best[0]) is None) == (monitor == "val_bleu")
