@@ -154,14 +154,17 @@ def best_val_loss(ckpt: Path) -> float | None:
 
 
 def validation_curve(metrics_csv: Path) -> list[dict]:
-    """Per-epoch validation figures a fit's CSVLogger wrote: epoch, val_loss and (with
-    ``val_bleu``) greedy validation BLEU."""
+    """Per-epoch figures a fit's CSVLogger wrote: epoch, val_loss, (with ``val_bleu``) greedy
+    validation BLEU and (where the model logged it) ``train_loss``, the epoch's token-weighted mean
+    training loss, label-smoothed as it is optimised."""
     import csv
 
     with open(metrics_csv) as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val_loss")]
-    return [{"epoch": int(r["epoch"]), "val_loss": float(r["val_loss"]), **({"val_bleu": float(r["val_bleu"])} if r.get("val_bleu") else {})}
-            for r in rows]
+        rows = list(csv.DictReader(f))
+    train = {int(r["epoch"]): float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")}
+    return [{"epoch": int(r["epoch"]), "val_loss": float(r["val_loss"]), **({"val_bleu": float(r["val_bleu"])} if r.get("val_bleu") else {}),
+             **({"train_loss": train[int(r["epoch"])]} if int(r["epoch"]) in train else {})}
+            for r in rows if r.get("val_loss")]
 
 
 def with_decoding(trained: Path, folder: Path, args: dict) -> Path:

@@ -125,3 +125,38 @@ def test_a_benchmark_fit_selects_by_the_variants_metric_and_logs_the_validation_
         states = torch.load(best[0], weights_only=False)["callbacks"]
         assert [v["monitor"] for k, v in states.items() if k.startswith("ModelCheckpoint")] == [monitor]
         assert (nmt.best_val_loss(best[0]) is None) == (monitor == "val_bleu")
+
+
+def test_the_curve_records_the_epochs_token_weighted_training_loss(tmp_path):
+    """With lr 0 and no dropout the model is fixed, so the logged epoch figures must equal the
+    dense token-weighted means over batches of unequal token counts: label-smoothed for training
+    (as optimised), plain for validation."""
+    import lightning.pytorch as pl
+    import torch.nn.functional as F
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    from lightning_des.data.translation import PAD
+    from lightning_des.models.nmt import Seq2Seq
+
+    from tests.nmt.test_nmt import _toy_batches
+
+    torch_batches = [_toy_batches(n, seed)[0] for n, seed in ((3, 1), (7, 2), (12, 3))]
+    m = Seq2Seq(24, 34, attention="kvmem", embedding_dim=16, hidden=24, dropout=0.0, lr=0.0, label_smoothing=0.1, val_bleu=False)
+    trainer = pl.Trainer(max_epochs=1, logger=CSVLogger(tmp_path, name="csv", version="fit"), enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    loader = lambda: DataLoader(torch_batches, batch_size=None)  # noqa: E731  (three ready batches)
+    trainer.fit(m, train_dataloaders=loader(), val_dataloaders=loader())
+
+    def mean(smoothing):
+        import torch
+
+        with torch.no_grad():
+            total = [(F.cross_entropy(m(b["src"], b["tgt"])[0].flatten(0, 1), b["tgt"][:, 1:].flatten(), ignore_index=PAD,
+                                      reduction="sum", label_smoothing=smoothing), (b["tgt"][:, 1:] != PAD).sum()) for b in torch_batches]
+        return float(sum(c for c, _ in total) / sum(n for _, n in total))
+
+    curve = nmt.validation_curve(tmp_path / "csv" / "fit" / "metrics.csv")
+    assert [c["epoch"] for c in curve] == [0]
+    assert abs(curve[0]["train_loss"] - mean(0.1)) < 1e-5 and abs(curve[0]["val_loss"] - mean(0.0)) < 1e-5
+    assert abs(mean(0.1) - mean(0.0)) > 1e-4  # the two figures are told apart
