@@ -3,8 +3,11 @@ that differ only in decoding."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -160,3 +163,21 @@ def test_the_curve_records_the_epochs_token_weighted_training_loss(tmp_path):
     assert [c["epoch"] for c in curve] == [0]
     assert abs(curve[0]["train_loss"] - mean(0.1)) < 1e-5 and abs(curve[0]["val_loss"] - mean(0.0)) < 1e-5
     assert abs(mean(0.1) - mean(0.0)) > 1e-4  # the two figures are told apart
+
+
+def test_a_data_override_is_recorded_and_keeps_runs_apart(tmp_path, monkeypatch):
+    monkeypatch.setitem(nmt.VARIANTS, "x_bt", ("bahdanau", ["--data.batch_tokens", "900"]))
+    args = nmt.model_args("de_en", "x_bt")
+    assert args["data.batch_tokens"] == 900 and {k: v for k, v in args.items() if k != "data.batch_tokens"} == nmt.model_args("de_en", "bahdanau")
+    assert nmt.run_dir("de_en", "x_bt", 0, 2).name.rsplit("_", 1)[1] != nmt.run_dir("de_en", "bahdanau", 0, 2).name.rsplit("_", 1)[1]
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "epoch=1-step=9.ckpt").write_bytes(b"")
+    row = {"pair": "de_en", "model": "bahdanau", "seed": 0, "epochs": 2, "model_args": nmt.model_args("de_en", "bahdanau"),
+           "best": "epoch=1-step=9.ckpt", "predictions": str(tmp_path / "predictions.txt"), "fit_s": 1.0}
+    assert nmt.trained_before("de_en", "x_bt", 0, 2, [row]) is None  # batching shapes training
+    f = tmp_path / "nmt_rows.jsonl"
+    f.write_text(json.dumps(row) + "\n")
+    assert ("de_en", "x_bt", 0, 2) not in nmt.current_rows([f])  # the baseline's run is not the variant's
+    monkeypatch.setitem(nmt.VARIANTS, "x_bad", ("bahdanau", ["--trainer.max_epochs", "3"]))
+    with pytest.raises(ValueError, match="--trainer.max_epochs"):
+        nmt.model_args("de_en", "x_bad")
