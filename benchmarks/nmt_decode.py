@@ -72,7 +72,7 @@ def main() -> None:
             (out.parent / f"predictions_{'' if norm == 'power' else norm + '_'}lp{lp:g}_r{ratio:g}{f'_cp{cp:g}' if cp else ''}.txt").write_text("\n".join(hyps) + "\n")
         rows.append(row)
         print(f"{norm} length_penalty {lp:g} max_len_ratio {ratio:g} coverage_penalty {cp:g}: BLEU {row['bleu']:.2f} chrF {row['chrf']:.2f} repetition "
-              f"{row['repetition']:.3f}/{row['repetition2']:.3f} dropping {row['dropping']:.3f} ({row['seconds']:.0f} s)", flush=True)
+              f"{row['repetition']:.3f}/{row['repetition2']:.3f} dropping {row['dropping']:.3f} length ratio {row['length_ratio']:.3f} ({row['seconds']:.0f} s)", flush=True)
     out.write_text(json.dumps({"ckpt": str(ckpt), "rows": rows}, indent=1))
 
 

@@ -38,14 +38,17 @@ def dropping_rate(hyps: list[str], refs: list[str]) -> float:
 
 
 def translation_metrics(hyps: list[str], refs: list[str]) -> dict[str, float]:
+    """Corpus BLEU and chrF (sacrebleu), repetition (n = 1, 2), dropping, and the output's length
+    over the references' (sacrebleu's 13a-tokenised words; BLEU's brevity penalty reads it)."""
     from lightning_des._extras import require
 
     metrics = require("sacrebleu.metrics", "nmt")
     BLEU, CHRF = metrics.BLEU, metrics.CHRF
 
-    return {"bleu": BLEU().corpus_score(hyps, [refs]).score, "chrf": CHRF().corpus_score(hyps, [refs]).score,
+    bleu = BLEU().corpus_score(hyps, [refs])
+    return {"bleu": bleu.score, "chrf": CHRF().corpus_score(hyps, [refs]).score,
             "repetition": repetition_rate(hyps, refs, 1), "repetition2": repetition_rate(hyps, refs, 2),
-            "dropping": dropping_rate(hyps, refs)}
+            "dropping": dropping_rate(hyps, refs), "length_ratio": bleu.sys_len / max(bleu.ref_len, 1)}
 
 
 def metrics_by_domain(hyps: list[str], refs: list[str], domains: list[str]) -> dict[str, dict[str, float]]:
