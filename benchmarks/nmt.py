@@ -15,7 +15,8 @@ runs are appended to ``--out`` with suffix ``.jsonl`` and skipped by a rerun (sa
 seed, epochs, model settings: a row whose recorded settings differ from the recipe's today is
 run again), so an interrupted benchmark resumes; a variant whose training settings equal a
 cached row's in any ``nmt_*.jsonl`` beside ``--out`` (they differ only in decoding, e.g. the
-length penalty) is tested on that row's checkpoint instead of trained again (its row names the run it was ``trained_in``). Writes ``--out`` (default
+length penalty) is tested on that row's checkpoint instead of trained again (its row names the run it was ``trained_in``).
+Rows record a digest of the prepared corpus and the torch version (``environment``). Writes ``--out`` (default
 benchmarks/results/nmt.json: runs + side-by-side examples). ``--models`` adds one-factor
 KVMemAtt ablations (see ``VARIANTS``).
 """
@@ -247,6 +248,7 @@ def run(pair: str, model: str, seed: int, epochs: int | None, source: dict | Non
         at_best = next((c for c in curve if f"epoch={c['epoch']}-" in best.name), {})  # the selected checkpoint's epoch
         val = {"val_loss": at_best.get("val_loss", best_val_loss(best)), "val_bleu": at_best.get("val_bleu"), "val_curve": curve}
     return {"pair": pair, "model": model, "model_args": model_args(pair, model), "seed": seed, "epochs": epochs, "fit_s": fit_s, "decode_s": decode_s, "best": best.name,
+            **environment(pair),
             **val,
             **metrics, "out_tokens": _out_tokens(_data_module(pair), str(out / "predictions.txt")), "predictions": str(out / "predictions.txt"), "trained_in": source.get("trained_in", str(Path(source["predictions"]).parent)) if source else str(out)}
 
@@ -270,6 +272,20 @@ def _data_module(pair: str):
     from lightning_des.data.translation import TranslationDataModule
 
     return TranslationDataModule(**yaml.safe_load((ROOT / "recipes" / f"nmt_kvmem_{pair}.yaml").read_text())["data"]["init_args"])
+
+
+@functools.cache
+def environment(pair: str) -> dict:
+    """What a run's figures also depend on beyond its settings: a digest of the prepared corpus
+    (its train/valid/test files, so rows from machines that built the corpus differently are told
+    apart) and the torch version."""
+    import torch
+
+    source = _data_module(pair).source
+    h = hashlib.sha1()
+    for name in ("train.tsv", "valid.tsv", "test.tsv"):
+        h.update((source / name).read_bytes())
+    return {"corpus_sha1": h.hexdigest()[:12], "torch": torch.__version__}
 
 
 def _out_tokens(dm, predictions: str) -> int:
