@@ -171,7 +171,9 @@ def test_metrics_by_hand():
     m = translation_metrics(["the cat sat on the mat"], ["the cat sat on the mat"])
     assert m["bleu"] == pytest.approx(100.0) and m["chrf"] == pytest.approx(100.0) and m["dropping"] == 0.0
     assert m["length_ratio"] == 1.0
-    assert translation_metrics(["the cat , the cat"], ["the cat sat on the mat"])["length_ratio"] == pytest.approx(5 / 6)  # 13a words
+    short = translation_metrics(["the cat , the cat"], ["the cat sat on the mat"])
+    assert short["length_ratio"] == pytest.approx(5 / 6) and short["brevity_penalty"] == pytest.approx(math.exp(1 - 6 / 5))  # 13a words
+    assert m["brevity_penalty"] == 1.0
 
 
 def test_corpus_parsing_and_data_module(tmp_path):

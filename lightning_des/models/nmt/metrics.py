@@ -38,8 +38,9 @@ def dropping_rate(hyps: list[str], refs: list[str]) -> float:
 
 
 def translation_metrics(hyps: list[str], refs: list[str]) -> dict[str, float]:
-    """Corpus BLEU and chrF (sacrebleu), repetition (n = 1, 2), dropping, and the output's length
-    over the references' (sacrebleu's 13a-tokenised words; BLEU's brevity penalty reads it)."""
+    """Corpus BLEU and chrF (sacrebleu), repetition (n = 1, 2), dropping, the output's length
+    over the references' (sacrebleu's 13a-tokenised words) and BLEU's brevity penalty from it
+    (``exp(1 - 1 / ratio)`` below 1, else 1; BLEU = penalty x geometric mean of the precisions)."""
     from lightning_des._extras import require
 
     metrics = require("sacrebleu.metrics", "nmt")
@@ -48,7 +49,7 @@ def translation_metrics(hyps: list[str], refs: list[str]) -> dict[str, float]:
     bleu = BLEU().corpus_score(hyps, [refs])
     return {"bleu": bleu.score, "chrf": CHRF().corpus_score(hyps, [refs]).score,
             "repetition": repetition_rate(hyps, refs, 1), "repetition2": repetition_rate(hyps, refs, 2),
-            "dropping": dropping_rate(hyps, refs), "length_ratio": bleu.sys_len / max(bleu.ref_len, 1)}
+            "dropping": dropping_rate(hyps, refs), "length_ratio": bleu.sys_len / max(bleu.ref_len, 1), "brevity_penalty": bleu.bp}
 
 
 def metrics_by_domain(hyps: list[str], refs: list[str], domains: list[str]) -> dict[str, dict[str, float]]:
