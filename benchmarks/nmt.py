@@ -71,6 +71,9 @@ VARIANTS = {"bahdanau": ("bahdanau", []), "kvmem": ("kvmem", []),
             # GNMT's coverage penalty at decoding (beta 0.2: the best of 0-1 on the zh-en baseline's validation split)
             "bahdanau_cp02": ("bahdanau", ["--model.coverage_penalty", "0.2"]),
             "kvmem_cp02": ("kvmem", ["--model.coverage_penalty", "0.2"]),
+            # length penalty 1 (the recipes' 0.5 was picked on the untied baseline; the tied one's validation prefers 1)
+            "bahdanau_lp1": ("bahdanau", ["--model.length_penalty", "1"]),
+            "kvmem_lp1": ("kvmem", ["--model.length_penalty", "1"]),
             # one factor at a time from the first recipe towards JoeyNMT's GRU recipe (the peer-gap study)
             "bahdanau_v1": ("bahdanau", V1),
             "bahdanau_xavier": ("bahdanau", [*V1, "--model.init", "xavier"]),  # JoeyNMT's initialisation
