@@ -205,7 +205,7 @@ class Seq2Seq(pl.LightningModule):
         ce, n, eos = self.losses(batch, self.hparams.label_smoothing)
         loss = (ce + self.hparams.eos_weight * eos) / n  # the EOS term counts like eos_weight target tokens per sentence
         self.log("train_loss", ce / n, prog_bar=True, batch_size=int(n))
-        # the epoch's token-weighted mean: underfitting shows as a gap here, overfitting does not
+        # the epoch's token-weighted mean; beside val_loss it tells underfitting from overfitting
         self.log("train_loss_epoch", ce / n, on_step=False, on_epoch=True, batch_size=int(n))
         return loss
 
