@@ -1,6 +1,7 @@
 """Learning curves of finished ``benchmarks/nmt.py`` runs: per epoch, the mean over seeds of the
 training loss (label-smoothed, token-weighted over the epoch; runs since it was logged), the
-validation loss and greedy validation BLEU, per model, and KVMemAtt minus the baseline.
+validation loss and greedy validation BLEU, per model, and KVMemAtt minus the baseline. Rows are
+read as ``nmt.py --report-only`` reads them (only runs whose recorded settings are a variant's today).
 
     python benchmarks/nmt_curves.py --rows benchmarks/results/nmt_zh_en_e6_s0_tie.jsonl [...] \
         [--pair zh_en] [--epochs 6] [--models bahdanau kvmem] [--out benchmarks/results/nmt_curves_zh_en_e6.json]
@@ -16,6 +17,8 @@ import argparse
 import json
 import statistics
 from pathlib import Path
+
+from nmt import current_rows  # benchmarks/ is on sys.path when this runs as a script
 
 KEYS = ("train_loss", "val_loss", "val_bleu")
 
@@ -59,7 +62,7 @@ def main() -> None:
     missing = [f for f in args.rows if not Path(f).is_file()]
     if missing:
         raise SystemExit(f"no such rows file: {', '.join(missing)}")
-    rows = [json.loads(line) for f in args.rows for line in Path(f).read_text().splitlines() if line.strip()]
+    rows = list(current_rows([Path(f) for f in args.rows]).values())  # runs with today's settings, as --report-only reads them
     c = curves(rows, args.pair, args.epochs, args.models)
     lines = table(c, args.models)
     Path(args.out).write_text(json.dumps({"pair": args.pair, "epochs": args.epochs, "rows": args.rows, "curves": c}, indent=1))
